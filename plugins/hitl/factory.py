@@ -1,0 +1,148 @@
+"""DAG factory: one Airflow DAG per valid workflow spec, and a visible stand-in for each broken one.
+
+A broken spec never hides the good ones (the DAG file never raises), and never vanishes
+silently either: it becomes a DAG named ``hitl_invalid__<file>``, tagged ``invalid-spec``,
+whose description and docs list every error with file, line and key path, and whose one
+task fails with the same text if someone runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from hitl.spec.loader import LoadedSpec, StepSpec, load_specs
+
+log = logging.getLogger(__name__)
+
+GATE_SUFFIX = "__approval"
+INVALID_PREFIX = "hitl_invalid__"
+DEFAULT_START = datetime(2024, 1, 1)
+
+
+def gate_task_id(step_id: str) -> str:
+    return f"{step_id}{GATE_SUFFIX}"
+
+
+def output_task_id(step: StepSpec) -> str:
+    """The task whose XCom later steps read: the gate (approved output) when the step is gated."""
+    return gate_task_id(step.id) if step.gate else step.id
+
+
+def build_dag(loaded: LoadedSpec) -> Any:
+    from airflow.sdk import DAG, Param
+
+    from hitl.sensor import ApprovalSensor
+    from hitl.steps import output_kind
+    from hitl.steps.operator import StepOperator
+
+    spec = loaded.spec
+    assert spec is not None
+    by_id = {s.id: s for s in loaded.steps}
+    start = datetime.fromisoformat(spec.start_date) if spec.start_date else DEFAULT_START
+    dag = DAG(
+        dag_id=spec.id,
+        description=(spec.description or "")[:1000] or None,
+        schedule=spec.schedule,
+        start_date=start,
+        catchup=False,
+        tags=["hitl", *spec.tags],
+        params={k: Param(v) for k, v in spec.params.items()},
+        default_args={"owner": spec.owner},
+        doc_md=f"Built from workflow spec `{loaded.path.name}` by the hitl DAG factory.",
+    )
+    tasks: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    with dag:
+        for step in loaded.steps:
+            task = StepOperator(
+                task_id=step.id,
+                step_type=step.type,
+                config=step.config,
+                sources={ref: output_task_id(by_id[ref]) for ref in step.refs},
+                retries=step.retries,
+                doc_md=step.description,
+            )
+            tasks[step.id] = outputs[step.id] = task
+            if step.gate:
+                gate = ApprovalSensor(
+                    task_id=gate_task_id(step.id),
+                    step_id=step.id,
+                    approve_label=step.gate.approve_label,
+                    approvers=step.gate.approvers,
+                    output_kind=output_kind(step.type, step.config),
+                    min_approvals=step.gate.min_approvals,
+                    allow_self_approval=step.gate.allow_self_approval,
+                    gate_timeout=timedelta(seconds=step.gate.timeout_seconds) if step.gate.timeout_seconds else None,
+                )
+                task >> gate
+                outputs[step.id] = gate
+        for step in loaded.steps:
+            if step.next_step:
+                outputs[step.id] >> tasks[step.next_step]
+            for ref in step.refs:
+                outputs[ref] >> tasks[step.id]
+    return dag
+
+
+def invalid_dag_id(path: Path) -> str:
+    return INVALID_PREFIX + re.sub(r"[^A-Za-z0-9_]+", "_", path.stem)
+
+
+def build_invalid_dag(loaded: LoadedSpec) -> Any:
+    from airflow.sdk import DAG
+
+    from hitl.steps.invalid import InvalidSpecOperator
+
+    errors = [str(e) for e in loaded.errors]
+    doc = "\n".join(
+        [f"## Workflow spec `{loaded.path.name}` is invalid", "", "Fix these, then the real DAG appears:", ""]
+        + [f"- `{e}`" for e in errors]
+    )
+    dag = DAG(
+        dag_id=invalid_dag_id(loaded.path),
+        description=f"INVALID SPEC {loaded.path.name}: {errors[0] if errors else 'unknown error'}"[:1000],
+        schedule=None,
+        start_date=DEFAULT_START,
+        catchup=False,
+        tags=["hitl", "invalid-spec"],
+        doc_md=doc,
+        is_paused_upon_creation=True,
+    )
+    with dag:
+        InvalidSpecOperator(task_id="spec_is_invalid", errors=errors)
+    return dag
+
+
+def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build every spec under ``specs_dir``; put the DAGs in ``target`` (the DAG file's globals)."""
+    dags: dict[str, Any] = {}
+    for loaded in load_specs([Path(specs_dir)]):
+        if loaded.ok:
+            try:
+                dag = build_dag(loaded)
+            except Exception as exc:  # a bug or an Airflow refusal: show it like a spec error
+                log.exception("hitl: building %s failed", loaded.path)
+                from hitl.spec.loader import SpecError
+
+                loaded.errors.append(SpecError(str(loaded.path), 1, "", f"cannot build the DAG: {type(exc).__name__}: {exc}"))
+                loaded.spec = None
+                dag = build_invalid_dag(loaded)
+        else:
+            for error in loaded.errors:
+                log.error("hitl: %s", error)
+            dag = build_invalid_dag(loaded)
+        dags[dag.dag_id] = dag
+    if target is not None:
+        target.update(dags)
+    return dags
+
+
+def default_specs_dir(dag_file: str) -> Path:
+    import os
+
+    configured = os.environ.get("AIRFLOW__HITL__SPECS_FOLDER")
+    return Path(configured) if configured else Path(dag_file).resolve().parent.parent / "workflow_specs"

@@ -1,0 +1,1 @@
+"""Workflow specs: their shape (``schema``) and loading with located errors (``loader``)."""

@@ -1,0 +1,96 @@
+"""email: send one email, at most once per task instance (a retried task never sends twice).
+
+Transports: ``outbox`` (an RFC 5322 .eml file in ``[hitl] outbox_dir``, for the demo),
+``smtp`` (the smtp provider's hook and connection), ``gmail`` (the Gmail API through the
+google provider's credentials). Output: {transport, message_id, to, subject, sent, path?}.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import re
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def build_message(config: dict[str, Any]) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = config["from"]
+    msg["To"] = config["to"]
+    if config.get("cc"):
+        msg["Cc"] = config["cc"]
+    msg["Subject"] = config["subject"]
+    msg["Message-ID"] = make_msgid(domain="hitl.local")
+    msg.set_content(config["body"])
+    return msg
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
+
+
+def _send_outbox(msg: EmailMessage, context: Any) -> dict[str, Any]:
+    from hitl.config import load_settings
+
+    outbox = load_settings().outbox_dir
+    outbox.mkdir(parents=True, exist_ok=True)
+    ti = context["ti"]
+    path = outbox / f"{_safe(ti.dag_id)}__{_safe(ti.run_id)}__{_safe(ti.task_id)}.eml"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(bytes(msg))
+    tmp.replace(path)
+    return {"path": str(path)}
+
+
+def _send_smtp(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    body = f'<div style="white-space:pre-wrap">{html.escape(config["body"])}</div>'
+    with SmtpHook(smtp_conn_id=config.get("connId") or "smtp_default") as hook:
+        hook.send_email_smtp(
+            to=config["to"], subject=config["subject"], html_content=body, from_email=config["from"], cc=config.get("cc")
+        )
+    return {}
+
+
+def _send_gmail(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
+    from airflow.providers.google.common.hooks.discovery_api import GoogleDiscoveryApiHook
+
+    hook = GoogleDiscoveryApiHook(api_service_name="gmail", api_version="v1", gcp_conn_id=config.get("connId") or "google_cloud_default")
+    raw = base64.urlsafe_b64encode(bytes(msg)).decode()
+    sent = hook.get_conn().users().messages().send(userId="me", body={"raw": raw}).execute()
+    return {"gmail_id": sent.get("id")}
+
+
+def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
+    from hitl.store import get_store
+
+    ti = context["ti"]
+    key = f"email:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{ti.map_index if ti.map_index is not None else -1}"
+    store = get_store()
+    if not store.claim_side_effect(key, "email"):
+        recorded = store.side_effect(key)
+        status, detail = recorded if recorded else ("unknown", {})
+        if status == "done":
+            log.info("Email already sent by an earlier try (%s); not sending again", detail.get("message_id"))
+            return {**detail, "sent": False, "already_sent": True}
+        raise RuntimeError(
+            f"an earlier try started sending this email and did not finish ({key}); "
+            "not sending again: check the mailbox, then clear this task's record if it never went out"
+        )
+    msg = build_message(config)
+    transport = config.get("transport", "outbox")
+    sender = {"outbox": lambda: _send_outbox(msg, context), "smtp": lambda: _send_smtp(msg, config), "gmail": lambda: _send_gmail(msg, config)}
+    try:
+        extra = sender[transport]()
+    except Exception:
+        store.release_side_effect(key)  # nothing went out: a retry may send
+        raise
+    detail = {"transport": transport, "message_id": msg["Message-ID"], "to": config["to"], "subject": config["subject"], **extra}
+    store.finish_side_effect(key, detail)
+    return {**detail, "sent": True}

@@ -1,0 +1,84 @@
+"""The decision store's tables. Changes go through a migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+approval_request = Table(
+    "hitl_approval_request",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("step_id", String(250), nullable=False),  # the gated step (its task id)
+    Column("gate_task_id", String(250), nullable=False),  # the ApprovalSensor's task id
+    Column("map_index", Integer, nullable=False, default=-1),
+    Column("try_number", Integer, nullable=False, default=1),
+    Column("output_kind", String(16), nullable=False),
+    Column("output", Text, nullable=False),  # JSON, exactly as shown to the reviewer
+    Column("output_hash", String(64), nullable=False),
+    Column("summary", String(500), nullable=False, default=""),
+    Column("approve_label", String(200), nullable=False, default="Approve"),
+    Column("approvers", Text, nullable=False, default="[]"),  # JSON list of {userId|email|role}
+    Column("min_approvals", Integer, nullable=False, default=1),
+    Column("allow_self_approval", Boolean, nullable=False, default=True),
+    Column("triggered_by", String(250)),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decided_by", String(250)),
+    Column("comment", Text),
+    Column("edited_output", Text),  # JSON, when edited & approved
+    Column("superseded_by", Integer),
+    Index("ix_hitl_request_status_created", "status", "created_at"),
+    Index("ix_hitl_request_dag_status_created", "dag_id", "status", "created_at"),
+    Index("ix_hitl_request_gate", "dag_id", "run_id", "gate_task_id", "map_index"),
+)
+
+approval_vote = Table(
+    "hitl_approval_vote",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", Integer, ForeignKey("hitl_approval_request.id"), nullable=False),
+    Column("user", String(250), nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("request_id", "user", name="uq_hitl_vote_request_user"),
+)
+
+audit_event = Table(
+    "hitl_audit_event",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", Integer, ForeignKey("hitl_approval_request.id")),
+    Column("event", String(32), nullable=False),
+    Column("actor", String(250)),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("detail", Text, nullable=False, default="{}"),
+    Index("ix_hitl_audit_request", "request_id", "id"),
+)
+
+# Side effects that must happen at most once (an email sent by a retried task).
+side_effect = Table(
+    "hitl_side_effect",
+    metadata,
+    Column("key", String(500), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("detail", Text, nullable=False, default="{}"),
+)
