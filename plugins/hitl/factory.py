@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from hitl.spec.loader import LoadedSpec, StepSpec, load_specs
+from hitl.steps.operator import GATE_SUFFIX
 
 log = logging.getLogger(__name__)
 
-GATE_SUFFIX = "__approval"
 INVALID_PREFIX = "hitl_invalid__"
 DEFAULT_START = datetime(2024, 1, 1)
 

@@ -1,0 +1,214 @@
+"""A local Airflow on SQLite with LocalExecutor and this plugin: for the quickstart, the end-to-end tests and benchmarks.
+
+Each stack has its own ``AIRFLOW_HOME`` and port, and stops the processes it started by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+DEMO_USERS = {"admin": "admin", "alice": "user", "bob": "user"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AirflowStack:
+    home: Path
+    port: int = 8080
+    dags_folder: Path = REPO / "dags"
+    specs_folder: Path = REPO / "workflow_specs"
+    users: dict[str, str] = field(default_factory=lambda: dict(DEMO_USERS))
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def bin(self) -> Path:
+        return Path(sys.executable).parent
+
+    def _secrets(self) -> dict[str, str]:
+        path = self.home / "stack-secrets.json"
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        values = {"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32), "fernet": ""}
+        try:
+            from cryptography.fernet import Fernet
+
+            values["fernet"] = Fernet.generate_key().decode()
+        except ImportError:  # pragma: no cover
+            pass
+        path.write_text(json.dumps(values))
+        return values
+
+    def passwords(self) -> dict[str, str]:
+        """Known passwords for the demo users (SimpleAuthManager reads this file)."""
+        path = self.home / "passwords.json"
+        current: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        for user in self.users:
+            current.setdefault(user, secrets.token_urlsafe(9))
+        path.write_text(json.dumps(current, indent=2))
+        return current
+
+    def env(self) -> dict[str, str]:
+        sec = self._secrets()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "8",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__FERNET_KEY": sec["fernet"],
+                "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in self.users.items()),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "AIRFLOW__API__BASE_URL": self.base_url,
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__SECRET_KEY": sec["api"],
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt"],
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+                "AIRFLOW__HITL__SPECS_FOLDER": str(self.specs_folder),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "PYTHONPATH": str(REPO / "plugins"),
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / args[0]), *args[1:]] if not args[0].startswith("/") else list(args),
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def setup(self) -> None:
+        """Migrate Airflow's database and the decision store; write the users' passwords."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.passwords()
+        self.run("airflow", "db", "migrate")
+        self.run("python", "-m", "hitl", "db", "upgrade")
+
+    def start(self, components: tuple[str, ...] = COMPONENTS) -> None:
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in components:
+            args = [str(self.bin / "airflow"), name]
+            if name == "api-server":
+                args += ["--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"]
+            out = open(logs / f"{name}.out", "ab")  # noqa: SIM115 - owned by the child process
+            self.procs[name] = subprocess.Popen(args, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited with {proc.returncode}; see {self.home}/logs/{name}.out")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"the api-server did not answer on {self.base_url} within {timeout:.0f}s")
+
+    def token(self, user: str) -> str:
+        body = json.dumps({"username": user, "password": self.passwords()[user]}).encode()
+        req = urllib.request.Request(f"{self.base_url}/auth/token", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(json.loads(resp.read())["access_token"])
+
+    def api(self, method: str, path: str, body: object | None = None, user: str = "admin") -> object:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"{self.base_url}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token(user)}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api("GET", f"/api/v2/dags/{dag_id}")
+                return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f}s; see {self.home}/logs/dag-processor.out")
+
+    def trigger(self, dag_id: str, conf: dict[str, object] | None = None, user: str = "admin") -> str:
+        from datetime import UTC, datetime
+
+        body = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf or {}}
+        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body, user=user)
+        return str(run["dag_run_id"])  # type: ignore[index]
+
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        ti = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+        return ti.get("state")  # type: ignore[union-attr]
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        return run.get("state")  # type: ignore[union-attr]
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in ("success", "failed"):
+                return str(state)
+            time.sleep(1)
+        raise TimeoutError(f"run {run_id} still {state} after {timeout:.0f}s")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)

@@ -1,0 +1,90 @@
+"""`make demo`: a local Airflow with the approval plugin, running the outreach example up to its gate.
+
+SQLite, LocalExecutor, no accounts needed. Keeps running until Ctrl-C, then stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "plugins"))
+
+from hitl.stack import AirflowStack  # noqa: E402
+
+DAG_ID = "local_business_outreach"
+
+
+def serve_demo_site(port: int) -> http.server.ThreadingHTTPServer:
+    """The prospect's website, on loopback: what the webResearch step reads."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(REPO / "demo" / "site"))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main() -> int:
+    home = Path(os.environ.get("AIRFLOW_HOME", REPO / ".airflow"))
+    stack = AirflowStack(home=home, port=int(os.environ.get("HITL_PORT", "8080")))
+    print(f"AIRFLOW_HOME={home}")
+    print("setting up Airflow's database and the decision store ...", flush=True)
+    stack.setup()
+    site = serve_demo_site(int(os.environ.get("HITL_DEMO_SITE_PORT", "8765")))
+    print("starting api-server, scheduler, dag-processor, triggerer ...", flush=True)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        stack.start()
+        stack.wait_healthy()
+        stack.wait_for_dag(DAG_ID)
+        run_id = stack.trigger(DAG_ID)
+        print(f"triggered {DAG_ID} run {run_id}; waiting for it to reach the approval gate ...", flush=True)
+        from hitl.store import get_store
+
+        store = get_store(f"sqlite:///{home / 'hitl.db'}")
+        request = None
+        while request is None and not stopping:
+            request = store.current_for_gate(DAG_ID, run_id, "draft_email__approval")
+            time.sleep(1)
+        if request is not None:
+            pw = stack.passwords()
+            print("\n" + "=" * 72)
+            print(f"Airflow UI:        {stack.base_url}/   (Approvals: {stack.base_url}/pluginsv2/hitl/)")
+            print(f"Pending approval:  {stack.base_url}/pluginsv2/hitl/request/{request.id}")
+            print(f"  {request.summary}")
+            print("Users (SimpleAuthManager):")
+            print(f"  admin / {pw['admin']}   (admin)")
+            print(f"  alice / {pw['alice']}   (the example's approver)")
+            print(f"  bob   / {pw['bob']}   (not an approver: read-only)")
+            print("Or decide from the CLI:")
+            print(f"  AIRFLOW_HOME={home} .venv/bin/python -m hitl approvals list")
+            print(f"  AIRFLOW_HOME={home} .venv/bin/python -m hitl approvals approve {request.id} --user alice")
+            print(f"The approved email lands in {home / 'outbox'}/")
+            print("Ctrl-C stops everything.")
+            print("=" * 72, flush=True)
+        while not stopping:
+            time.sleep(0.5)
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+        site.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
