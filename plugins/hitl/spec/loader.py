@@ -231,11 +231,14 @@ def load_spec(path: Path) -> LoadedSpec:
 
     steps: list[StepSpec] = []
     ids: dict[str, int] = {}
+    declared: set[str] = set()
     for i, raw in enumerate(raw_steps):
         step = check.model(Step, raw, ("steps", i)) if isinstance(raw, dict) else None
         if not isinstance(raw, dict):
             check.error(("steps", i), f"a step must be a mapping with id and type, got {_describe(raw)}")
         if step is None:
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                declared.add(raw["id"])  # still a valid target: report its own errors, not its absence
             continue
         if step.id in ids:
             check.error(("steps", i, "id"), f"duplicate step id {step.id!r} (first used by steps[{ids[step.id]}])")
@@ -243,7 +246,7 @@ def load_spec(path: Path) -> LoadedSpec:
         ids[step.id] = i
         steps.append(_check_step(check, step, i))
 
-    _check_links(check, steps, ids)
+    _check_links(check, steps, ids, declared | set(ids))
     result.errors = check.errors
     if not check.errors:
         result.spec = spec
@@ -319,16 +322,16 @@ def _gate(check: _Checker, cond: Conditions, i: int) -> GateSpec | None:
     )
 
 
-def _check_links(check: _Checker, steps: list[StepSpec], ids: dict[str, int]) -> None:
+def _check_links(check: _Checker, steps: list[StepSpec], ids: dict[str, int], declared: set[str]) -> None:
     for step in steps:
         i = ids[step.id]
-        if step.next_step is not None and step.next_step not in ids:
+        if step.next_step is not None and step.next_step not in declared:
             close = difflib.get_close_matches(step.next_step, list(ids), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             where = ("steps", i, "next", "step") if step.gate or not isinstance(step.next_step, str) else ("steps", i, "next")
             check.error(where, f"next step {step.next_step!r} does not exist{hint}")
         for ref in step.refs:
-            if ref not in ids:
+            if ref not in declared:
                 close = difflib.get_close_matches(ref, list(ids), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 check.error(("steps", i, "config"), f"refers to the output of unknown step {ref!r}{hint}")

@@ -27,7 +27,7 @@ def make_engines(url: str) -> tuple[Engine, Engine]:
     take the write lock first with BEGIN IMMEDIATE; reads stay concurrent under WAL.
     On PostgreSQL one engine serves both.
     """
-    parsed = make_url(url)
+    parsed = sync_url(url)
     if parsed.get_backend_name() != "sqlite":
         engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
         return engine, engine
@@ -49,6 +49,14 @@ def make_engines(url: str) -> tuple[Engine, Engine]:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return read, write
+
+
+def sync_url(url: str) -> URL:
+    """A plain ``postgresql://`` URL means psycopg2 (the driver Airflow ships), not SQLAlchemy 2.1's psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg2")
+    return parsed
 
 
 def async_url(url: str) -> URL:

@@ -1,0 +1,96 @@
+"""Shared fixtures. Airflow reads its settings at import, so the test AIRFLOW_HOME is set before anything imports it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_HOME = Path(tempfile.mkdtemp(prefix="hitl-test-airflow-"))
+for key in [k for k in os.environ if k.startswith("AIRFLOW__")]:
+    del os.environ[key]
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOME),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__HITL__STORE_URL": f"sqlite:///{_HOME / 'hitl.db'}",
+        "AIRFLOW__HITL__SPECS_FOLDER": str(REPO / "workflow_specs"),
+        "AIRFLOW__HITL__POLL_INTERVAL": "0.2",
+    }
+)
+sys.path.insert(0, str(REPO / "plugins"))
+
+PG_URL = os.environ.get("HITL_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow's own metadata DB (SQLite), migrated once per session: dag.test() needs it."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    from hitl.store import get_store
+
+    get_store().upgrade()
+    return _HOME
+
+
+def _sqlite_store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from hitl.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.upgrade()
+    return store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return _sqlite_store(tmp_path)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (needs HITL_TEST_POSTGRES_URL; CI sets it)."""
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need HITL_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"hitl_test_{uuid.uuid4().hex[:10]}"
+    from hitl.store.engine import sync_url
+
+    admin = create_engine(sync_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        from hitl.store import _store_for
+
+        _store_for.cache_clear()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The decision store on SQLite, and on PostgreSQL where one is given."""
+    if request.param == "sqlite":
+        yield _sqlite_store(tmp_path)
+        return
+    from hitl.store import Store
+
+    url = request.getfixturevalue("pg_url")
+    s = Store(url)
+    s.upgrade()
+    yield s
+    s.engine.dispose()

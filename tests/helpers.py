@@ -1,0 +1,24 @@
+"""Builders shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def gate(**overrides: Any) -> Any:
+    """A GateRequest for an email draft, as the sensor would make it."""
+    from hitl.store import GateRequest
+
+    values = {
+        "dag_id": "outreach",
+        "run_id": "manual__1",
+        "step_id": "draft_email",
+        "gate_task_id": "draft_email__approval",
+        "output": {"from": "Sam <sam@acme.example>", "to": "owner@shop.example", "subject": "Hello", "body": "Hi there"},
+        "output_kind": "email",
+        "summary": "To owner@shop.example: Hello",
+        "approve_label": "Send email",
+        "approvers": [{"userId": "alice"}],
+    }
+    values.update(overrides)
+    return GateRequest(**values)

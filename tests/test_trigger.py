@@ -1,0 +1,148 @@
+"""ApprovalTrigger and the shared DecisionWatcher, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+
+import pytest
+from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+from helpers import gate
+
+from hitl.decisions import decide
+from hitl.identity import Reviewer
+from hitl.store import Store
+from hitl.store.watcher import watcher_for
+from hitl.trigger import ApprovalTrigger
+
+ALICE = Reviewer("alice")
+
+
+@pytest.fixture(autouse=True)
+def _use_store(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", store.url)
+
+
+def test_serialize_round_trip_names_an_importable_class_and_no_secrets(store: Store) -> None:
+    path, kwargs = ApprovalTrigger(request_id=7, poll_interval=0.5).serialize()
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    assert cls is ApprovalTrigger
+    assert kwargs == {"request_id": 7, "poll_interval": 0.5}
+    json.dumps(kwargs)  # plain arguments only
+    clone = cls(**kwargs)
+    assert clone.serialize() == (path, kwargs)
+
+
+async def _first_event(trigger: ApprovalTrigger, timeout: float = 20) -> TriggerEvent:
+    agen = trigger.run()
+    try:
+        return await asyncio.wait_for(agen.__anext__(), timeout)
+    finally:
+        await agen.aclose()
+
+
+def _decide_later(store: Store, request_id: int, delay: float, **kwargs: object) -> asyncio.Task[None]:
+    async def later() -> None:
+        await asyncio.sleep(delay)
+        await asyncio.to_thread(decide, store, request_id, ALICE, **kwargs)  # type: ignore[arg-type]
+
+    return asyncio.ensure_future(later())
+
+
+def test_approve_ends_the_task_with_the_edited_output(store: Store) -> None:
+    req, _ = store.record_request(gate())
+    edited = dict(req.output, subject="Edited")
+
+    async def main() -> TriggerEvent:
+        task = _decide_later(store, req.id, 0.3, action="approve", edited_output=edited)
+        event = await _first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
+        await task
+        return event
+
+    event = asyncio.run(main())
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.xcoms is not None
+    assert event.xcoms["return_value"] == edited
+    assert event.xcoms["hitl_decision"]["decided_by"] == "alice"  # type: ignore[index]
+
+
+def test_reject_skips_the_task(store: Store) -> None:
+    req, _ = store.record_request(gate())
+
+    async def main() -> TriggerEvent:
+        task = _decide_later(store, req.id, 0.3, action="reject", comment="not this one")
+        event = await _first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
+        await task
+        return event
+
+    event = asyncio.run(main())
+    assert isinstance(event, TaskSkippedEvent)
+    assert event.xcoms["hitl_decision"]["comment"] == "not this one"  # type: ignore[index]
+
+
+def test_already_decided_fires_at_once(store: Store) -> None:
+    req, _ = store.record_request(gate())
+    decide(store, req.id, ALICE, "approve")
+    event = asyncio.run(_first_event(ApprovalTrigger(request_id=req.id, poll_interval=60), timeout=10))
+    assert isinstance(event, TaskSuccessEvent)
+
+
+def test_superseded_goes_back_to_the_worker(store: Store) -> None:
+    req, _ = store.record_request(gate())
+
+    async def main() -> TriggerEvent:
+        async def supersede() -> None:
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(store.record_request, gate(output={**req.output, "body": "new"}))
+
+        task = asyncio.ensure_future(supersede())
+        event = await _first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
+        await task
+        return event
+
+    event = asyncio.run(main())
+    assert type(event) is TriggerEvent and event.payload["status"] == "superseded"
+
+
+def test_many_parked_gates_share_one_query_per_poll(store: Store) -> None:
+    reqs = [store.record_request(gate(run_id=f"run_{i}"))[0] for i in range(600)]
+
+    async def main() -> tuple[int, int]:
+        triggers = [ApprovalTrigger(request_id=r.id, poll_interval=0.2) for r in reqs]
+        tasks = [asyncio.ensure_future(_first_event(t, timeout=60)) for t in triggers]
+        await asyncio.sleep(1.0)
+        watcher = watcher_for(store.url, 0.2)
+        polls_while_parked = watcher.polls
+        for r in reqs[:3]:
+            await asyncio.to_thread(decide, store, r.id, ALICE, "approve")
+        done = await asyncio.wait_for(asyncio.gather(*tasks[:3]), 30)
+        assert all(isinstance(e, TaskSuccessEvent) for e in done)
+        for t in tasks[3:]:
+            t.cancel()
+        await asyncio.gather(*tasks[3:], return_exceptions=True)
+        return polls_while_parked, len(watcher._waiters)
+
+    polls, left = asyncio.run(main())
+    # 600 gates parked for ~1 s at a 0.2 s interval: a handful of batched polls, not hundreds of queries.
+    assert 1 <= polls <= 15, polls
+    assert left == 0  # cancelled triggers leave nothing behind
+
+
+def test_postgres_listen_wakes_the_trigger_before_the_poll_interval(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    req, _ = store.record_request(gate())
+
+    async def main() -> tuple[TriggerEvent, int]:
+        trigger = ApprovalTrigger(request_id=req.id, poll_interval=120)
+        waiting = asyncio.ensure_future(_first_event(trigger, timeout=30))
+        await asyncio.sleep(1.0)  # parked: the first poll has run, the next is two minutes away
+        await asyncio.to_thread(decide, store, req.id, ALICE, "approve")
+        event = await waiting
+        return event, watcher_for(store.url, 120).polls
+
+    event, polls = asyncio.run(main())
+    assert isinstance(event, TaskSuccessEvent)
+    assert polls == 2  # the first look, then the NOTIFY wake-up; no interval passed
