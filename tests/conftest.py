@@ -20,7 +20,7 @@ os.environ.update(
     {
         "AIRFLOW_HOME": str(_HOME),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "tests" / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__HITL__STORE_URL": f"sqlite:///{_HOME / 'hitl.db'}",
         "AIRFLOW__HITL__SPECS_FOLDER": str(REPO / "workflow_specs"),
@@ -28,6 +28,7 @@ os.environ.update(
     }
 )
 sys.path.insert(0, str(REPO / "plugins"))
+sys.path.insert(0, str(REPO / "tests" / "dags"))
 
 PG_URL = os.environ.get("HITL_TEST_POSTGRES_URL")
 

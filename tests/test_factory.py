@@ -1,0 +1,75 @@
+"""The DAG factory through a real DagBag: good specs load, a broken one is visible and hides nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "workflow_specs"
+    shutil.copytree(REPO / "workflow_specs", folder)
+    shutil.copy(REPO / "tests/specs/valid/every_feature.yaml", folder)
+    shutil.copy(REPO / "tests/specs/broken/01_bool_type.yaml", folder / "broken_outreach.yaml")
+    monkeypatch.setenv("AIRFLOW__HITL__SPECS_FOLDER", str(folder))
+    return folder
+
+
+def dagbag() -> object:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_examples_load_and_a_broken_spec_hides_nothing(specs: Path) -> None:
+    bag = dagbag()
+    assert bag.import_errors == {}  # type: ignore[attr-defined]
+    dags = bag.dags  # type: ignore[attr-defined]
+    assert {"local_business_outreach", "every_feature", "hitl_invalid__broken_outreach"} <= set(dags)
+    invalid = dags["hitl_invalid__broken_outreach"]
+    assert "invalid-spec" in invalid.tags
+    expected = f"{specs / 'broken_outreach.yaml'}:27: steps[1].next.conditions.approvalRequired: must be true or false, got 'yes please'"
+    assert expected in invalid.doc_md
+    assert invalid.description.startswith("INVALID SPEC broken_outreach.yaml: ")
+
+
+def test_outreach_dag_shape(specs: Path) -> None:
+    dag = dagbag().dags["local_business_outreach"]  # type: ignore[attr-defined]
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {"research_prospect", "draft_email", "draft_email__approval", "send_email"}
+    assert tasks["research_prospect"].downstream_task_ids == {"draft_email"}
+    assert tasks["draft_email"].downstream_task_ids == {"draft_email__approval"}
+    assert tasks["draft_email__approval"].downstream_task_ids == {"send_email"}
+    gate = tasks["draft_email__approval"]
+    assert gate.approve_label == "Send email" and gate.approvers == [{"userId": "alice"}]
+    assert gate.output_kind == "email" and gate.gate_timeout is None  # waits indefinitely by default
+    # send_email reads the gate's (approved) output, not the raw draft
+    assert tasks["send_email"].sources == {"draft_email": "draft_email__approval"}
+    assert dag.params["prospect_url"] == "http://127.0.0.1:8765/"
+
+
+def test_gate_options_reach_the_sensor(specs: Path) -> None:
+    dag = dagbag().dags["every_feature"]  # type: ignore[attr-defined]
+    gate = dag.get_task("summarise__approval")
+    assert gate.min_approvals == 2 and gate.allow_self_approval is False
+    assert gate.gate_timeout.total_seconds() == 7 * 86400
+    assert gate.approvers == [{"role": "Op"}, {"email": "lead@example.com"}, {"userId": "alice"}]
+    assert dag.get_task("fetch").retries == 0 and dag.get_task("summarise").retries == 1
+
+
+def test_dag_file_imports_nothing_heavy(specs: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy, airflow.sdk; before = set(sys.modules); runpy.run_path(sys.argv[1]);"
+        "heavy = [m for m in ('hitl.store', 'sqlalchemy.ext.asyncio', 'bs4', 'requests', 'google.genai', 'flask_appbuilder') if m in set(sys.modules) - before];"
+        "print('HEAVY=' + ','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags/hitl_workflows.py")], capture_output=True, text=True, check=True)
+    assert "HEAVY=\n" in out.stdout + "\n", out.stdout
