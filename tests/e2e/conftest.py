@@ -1,0 +1,37 @@
+"""A real Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor; SQLite) for the end-to-end tests."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hitl.stack import REPO, AirflowStack, free_port
+
+
+@pytest.fixture(scope="session")
+def demo_site() -> Iterator[str]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(REPO / "demo" / "site"))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    home: Path = tmp_path_factory.mktemp("airflow-e2e")
+    s = AirflowStack(home=home, port=free_port(), extra_env={"AIRFLOW__HITL__POLL_INTERVAL": "0.5"})
+    s.setup()
+    s.start()
+    try:
+        s.wait_healthy()
+        s.wait_for_dag("local_business_outreach")
+        yield s
+    finally:
+        s.stop()
