@@ -36,7 +36,9 @@ PG_URL = os.environ.get("HITL_TEST_POSTGRES_URL")
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Airflow's own metadata DB (SQLite), migrated once per session: dag.test() needs it."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+    )
     from hitl.store import get_store
 
     get_store().upgrade()

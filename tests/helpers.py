@@ -14,7 +14,12 @@ def gate(**overrides: Any) -> Any:
         "run_id": "manual__1",
         "step_id": "draft_email",
         "gate_task_id": "draft_email__approval",
-        "output": {"from": "Sam <sam@acme.example>", "to": "owner@shop.example", "subject": "Hello", "body": "Hi there"},
+        "output": {
+            "from": "Sam <sam@acme.example>",
+            "to": "owner@shop.example",
+            "subject": "Hello",
+            "body": "Hi there",
+        },
         "output_kind": "email",
         "summary": "To owner@shop.example: Hello",
         "approve_label": "Send email",

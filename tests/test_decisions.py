@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers import gate
 
+from helpers import gate
 from hitl.decisions import AlreadyDecided, DecisionError, InvalidEdit, NotAllowed, StaleOutput, decide
 from hitl.identity import Reviewer
 from hitl.store import APPROVED, PENDING, REJECTED, Store
@@ -27,7 +27,9 @@ def test_listed_approver_approves_and_history_records_it(sqlite_store: Store) ->
 
 def test_non_approver_is_refused_and_audited(sqlite_store: Store) -> None:
     req, _ = sqlite_store.record_request(gate())
-    with pytest.raises(NotAllowed, match=r"bob is not an approver of request \d+ \(outreach.draft_email; approvers: alice\)"):
+    with pytest.raises(
+        NotAllowed, match=r"bob is not an approver of request \d+ \(outreach.draft_email; approvers: alice\)"
+    ):
         decide(sqlite_store, req.id, BOB, "approve")
     after = sqlite_store.get(req.id)
     assert after is not None and after.status == PENDING
@@ -52,7 +54,9 @@ def test_admin_decides_only_when_no_approvers_are_listed(sqlite_store: Store) ->
         ([{"userId": "alice"}], ALICE),
     ],
 )
-def test_approver_by_role_email_or_user(sqlite_store: Store, approvers: list[dict[str, str]], allowed: Reviewer) -> None:
+def test_approver_by_role_email_or_user(
+    sqlite_store: Store, approvers: list[dict[str, str]], allowed: Reviewer
+) -> None:
     req, _ = sqlite_store.record_request(gate(approvers=approvers))
     with pytest.raises(NotAllowed):
         decide(sqlite_store, req.id, BOB, "approve")
@@ -62,7 +66,9 @@ def test_approver_by_role_email_or_user(sqlite_store: Store, approvers: list[dic
 def test_second_decision_is_refused_with_who_and_when(sqlite_store: Store) -> None:
     req, _ = sqlite_store.record_request(gate())
     decide(sqlite_store, req.id, ALICE, "reject", comment="wrong prospect")
-    with pytest.raises(AlreadyDecided, match=r"already decided by alice at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(rejected\)"):
+    with pytest.raises(
+        AlreadyDecided, match=r"already decided by alice at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(rejected\)"
+    ):
         decide(sqlite_store, req.id, ALICE, "approve")
     final = sqlite_store.get(req.id)
     assert final is not None and final.status == REJECTED and final.comment == "wrong prospect"
@@ -138,7 +144,9 @@ def test_quorum_needs_distinct_approvers_and_one_reject_rejects(sqlite_store: St
 
 
 def test_self_approval_guard(sqlite_store: Store) -> None:
-    req, _ = sqlite_store.record_request(gate(triggered_by="alice", allow_self_approval=False, approvers=[{"userId": "alice"}, {"userId": "bob"}]))
+    req, _ = sqlite_store.record_request(
+        gate(triggered_by="alice", allow_self_approval=False, approvers=[{"userId": "alice"}, {"userId": "bob"}])
+    )
     with pytest.raises(NotAllowed, match="triggered this run and may not approve it"):
         decide(sqlite_store, req.id, ALICE, "approve")
     assert decide(sqlite_store, req.id, BOB, "approve").final

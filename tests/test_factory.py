@@ -33,7 +33,8 @@ def test_examples_load_and_a_broken_spec_hides_nothing(specs: Path) -> None:
     assert {"local_business_outreach", "every_feature", "hitl_invalid__broken_outreach"} <= set(dags)
     invalid = dags["hitl_invalid__broken_outreach"]
     assert "invalid-spec" in invalid.tags
-    expected = f"{specs / 'broken_outreach.yaml'}:27: steps[1].next.conditions.approvalRequired: must be true or false, got 'yes please'"
+    where = f"{specs / 'broken_outreach.yaml'}:27: steps[1].next.conditions.approvalRequired"
+    expected = f"{where}: must be true or false, got 'yes please'"
     assert expected in invalid.doc_md
     assert invalid.description.startswith("INVALID SPEC broken_outreach.yaml: ")
 
@@ -68,8 +69,11 @@ def test_dag_file_imports_nothing_heavy(specs: Path) -> None:
 
     code = (
         "import sys, runpy, airflow.sdk; before = set(sys.modules); runpy.run_path(sys.argv[1]);"
-        "heavy = [m for m in ('hitl.store', 'sqlalchemy.ext.asyncio', 'bs4', 'requests', 'google.genai', 'flask_appbuilder') if m in set(sys.modules) - before];"
+        "heavy = [m for m in ('hitl.store', 'sqlalchemy.ext.asyncio', 'bs4', 'requests', 'google.genai',"
+        " 'flask_appbuilder') if m in set(sys.modules) - before];"
         "print('HEAVY=' + ','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags/hitl_workflows.py")], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "dags/hitl_workflows.py")], capture_output=True, text=True, check=True
+    )
     assert "HEAVY=\n" in out.stdout + "\n", out.stdout

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sensor_dags
 
+import sensor_dags
 from hitl.decisions import decide
 from hitl.identity import Reviewer
 from hitl.store import ApprovalRequest, get_store
@@ -28,7 +28,7 @@ def reviewer(dag_id: str, act: Callable[[ApprovalRequest], None]) -> threading.T
     def run() -> None:
         store = get_store()
         for _ in range(300):
-            pending = store.list(dag_id=dag_id)
+            pending = store.list_requests(dag_id=dag_id)
             if pending:
                 act(pending[0])
                 return
@@ -55,7 +55,7 @@ def test_edit_and_approve_reaches_the_downstream_task() -> None:
     run = dag.test()
     assert run.state == "success", states(run)
     assert sensor_dags.RECEIVED["sensor_edit"] == edited
-    req = get_store().list(dag_id="sensor_edit", status="all")[0]
+    req = get_store().list_requests(dag_id="sensor_edit", status="all")[0]
     assert req.status == "approved" and req.output == draft()
 
 
@@ -81,8 +81,15 @@ def test_retry_of_the_gate_reuses_the_decided_request() -> None:
     run = dag.test()
     assert run.state == "success"
     store = get_store()
-    [req] = store.list(dag_id="sensor_retry", status="all")
+    [req] = store.list_requests(dag_id="sensor_retry", status="all")
     again, created = store.record_request(
-        GateRequest(dag_id=req.dag_id, run_id=req.run_id, step_id="draft", gate_task_id="draft__approval", output=draft(), try_number=2)
+        GateRequest(
+            dag_id=req.dag_id,
+            run_id=req.run_id,
+            step_id="draft",
+            gate_task_id="draft__approval",
+            output=draft(),
+            try_number=2,
+        )
     )
     assert not created and again.id == req.id and again.status == "approved"

@@ -8,8 +8,8 @@ import json
 
 import pytest
 from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
-from helpers import gate
 
+from helpers import gate
 from hitl.decisions import decide
 from hitl.identity import Reviewer
 from hitl.store import Store

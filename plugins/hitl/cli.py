@@ -77,7 +77,7 @@ def _review_url(request_id: int) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    reqs = _store().list(status=args.status, dag_id=args.dag_id, limit=args.limit)
+    reqs = _store().list_requests(status=args.status, dag_id=args.dag_id, limit=args.limit)
     if args.json:
         rows = [{**_row(r), "url": _review_url(r.id)} for r in reqs]
         print(json.dumps(rows, indent=2, default=str))
@@ -143,9 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the decision store's schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=_db_upgrade)
 
-    ap = sub.add_parser("approvals", help="list and decide approval requests").add_subparsers(dest="approvals_command", required=True)
+    ap = sub.add_parser("approvals", help="list and decide approval requests").add_subparsers(
+        dest="approvals_command", required=True
+    )
     p = ap.add_parser("list")
-    p.add_argument("--status", default="pending", choices=["pending", "approved", "rejected", "superseded", "decided", "all"])
+    p.add_argument(
+        "--status", default="pending", choices=["pending", "approved", "rejected", "superseded", "decided", "all"]
+    )
     p.add_argument("--dag-id")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true")

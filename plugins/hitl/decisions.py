@@ -1,4 +1,7 @@
-"""The decision service: the one place a decision is written. Every channel (review page, CLI, Slack) calls ``decide``."""
+"""The decision service: the one place a decision is written.
+
+Every channel (review page, CLI, Slack) calls ``decide``.
+"""
 
 from __future__ import annotations
 
@@ -97,7 +100,9 @@ def decide(
     if action == "approve" and not req.allow_self_approval and req.triggered_by == reviewer.name:
         raise refuse(NotAllowed(f"{reviewer.name} triggered this run and may not approve it (self-approval is off)"))
     if seen_hash and seen_hash != req.output_hash:
-        raise refuse(StaleOutput(f"the output of request {req.id} changed since you opened it: reload and review again"))
+        raise refuse(
+            StaleOutput(f"the output of request {req.id} changed since you opened it: reload and review again")
+        )
     if action == "reject" and not (comment or "").strip():
         raise refuse(DecisionError("a reason is required to reject"))
     if edited_output is not None:
@@ -112,7 +117,9 @@ def decide(
     with store.writing() as conn:
         if action == "reject":
             store.add_vote(conn, req.id, reviewer.name, REJECTED)
-            won = store.close_request(conn, req.id, status=REJECTED, user=reviewer.name, comment=comment, edited_output=None)
+            won = store.close_request(
+                conn, req.id, status=REJECTED, user=reviewer.name, comment=comment, edited_output=None
+            )
             final = True
         else:
             if not store.add_vote(conn, req.id, reviewer.name, APPROVED):
@@ -133,13 +140,19 @@ def decide(
                 req.id,
                 event,
                 reviewer.name,
-                {"channel": channel, "comment": comment, **({"edited_output": edited_output} if edited_output is not None else {})},
+                {
+                    "channel": channel,
+                    "comment": comment,
+                    **({"edited_output": edited_output} if edited_output is not None else {}),
+                },
             )
     if not won:
         current = store.get(req.id)
         assert current is not None
         if current.status == PENDING:
-            raise refuse(AlreadyDecided(f"{reviewer.name} already approved request {req.id}; waiting for more approvers"))
+            raise refuse(
+                AlreadyDecided(f"{reviewer.name} already approved request {req.id}; waiting for more approvers")
+            )
         raise refuse(AlreadyDecided(already_decided_message(current)))
     current = store.get(req.id)
     assert current is not None

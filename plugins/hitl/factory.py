@@ -128,7 +128,9 @@ def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> d
                 log.exception("hitl: building %s failed", loaded.path)
                 from hitl.spec.loader import SpecError
 
-                loaded.errors.append(SpecError(str(loaded.path), 1, "", f"cannot build the DAG: {type(exc).__name__}: {exc}"))
+                loaded.errors.append(
+                    SpecError(str(loaded.path), 1, "", f"cannot build the DAG: {type(exc).__name__}: {exc}")
+                )
                 loaded.spec = None
                 dag = build_invalid_dag(loaded)
         else:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ADMIN_ROLES = frozenset({"admin"})
+VIEWER_ROLES = frozenset({"viewer"})
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,11 @@ class Reviewer:
     @property
     def is_admin(self) -> bool:
         return bool(self.roles & ADMIN_ROLES)
+
+    @property
+    def can_decide_anything(self) -> bool:
+        """Viewers read; they never decide, whatever a spec lists."""
+        return not (self.roles and self.roles <= VIEWER_ROLES)
 
 
 def reviewer_from_user(user: Any) -> Reviewer:
@@ -64,17 +70,15 @@ def _fab_reviewer(name: str) -> Reviewer | None:
             user = session.query(User).filter(User.username == name).one_or_none()
             if user is None:
                 return None
-            return Reviewer(
-                name=name, email=user.email, roles=frozenset(r.name.lower() for r in user.roles)
-            )
+            return Reviewer(name=name, email=user.email, roles=frozenset(r.name.lower() for r in user.roles))
     except Exception:
         return None
 
 
-def may_decide(
-    reviewer: Reviewer, approvers: Sequence[dict[str, str]], extra: Sequence[dict[str, str]] = ()
-) -> bool:
-    """Listed approvers decide; with none listed, admins do."""
+def may_decide(reviewer: Reviewer, approvers: Sequence[dict[str, str]], extra: Sequence[dict[str, str]] = ()) -> bool:
+    """Listed approvers decide; with none listed, admins do; viewers never do."""
+    if not reviewer.can_decide_anything:
+        return False
     listed = list(approvers) + list(extra)
     if not listed:
         return reviewer.is_admin

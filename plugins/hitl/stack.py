@@ -1,4 +1,6 @@
-"""A local Airflow on SQLite with LocalExecutor and this plugin: for the quickstart, the end-to-end tests and benchmarks.
+"""A local Airflow on SQLite with LocalExecutor and this plugin.
+
+For the quickstart, the end-to-end tests and the benchmarks.
 
 Each stack has its own ``AIRFLOW_HOME`` and port, and stops the processes it started by PID.
 """
@@ -16,9 +18,11 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 DEMO_USERS = {"admin": "admin", "alice": "user", "bob": "user"}
 
 
@@ -82,7 +86,7 @@ class AirflowStack:
                 "AIRFLOW__CORE__PARALLELISM": "8",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__FERNET_KEY": sec["fernet"],
-                "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+                "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in self.users.items()),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
@@ -126,7 +130,9 @@ class AirflowStack:
             if name == "api-server":
                 args += ["--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"]
             out = open(logs / f"{name}.out", "ab")  # noqa: SIM115 - owned by the child process
-            self.procs[name] = subprocess.Popen(args, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                args, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -145,11 +151,13 @@ class AirflowStack:
 
     def token(self, user: str) -> str:
         body = json.dumps({"username": user, "password": self.passwords()[user]}).encode()
-        req = urllib.request.Request(f"{self.base_url}/auth/token", data=body, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.base_url}/auth/token", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return str(json.loads(resp.read())["access_token"])
 
-    def api(self, method: str, path: str, body: object | None = None, user: str = "admin") -> object:
+    def api(self, method: str, path: str, body: object | None = None, user: str = "admin") -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
             f"{self.base_url}{path}",
@@ -175,15 +183,15 @@ class AirflowStack:
 
         body = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf or {}}
         run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body, user=user)
-        return str(run["dag_run_id"])  # type: ignore[index]
+        return str(run["dag_run_id"])
 
     def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
         ti = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
-        return ti.get("state")  # type: ignore[union-attr]
+        return ti.get("state")
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-        return run.get("state")  # type: ignore[union-attr]
+        return run.get("state")
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
         deadline = time.monotonic() + timeout

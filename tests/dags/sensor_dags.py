@@ -24,6 +24,8 @@ def send(ti: Any) -> None:
 for dag_id in ("sensor_edit", "sensor_reject", "sensor_retry"):
     with DAG(dag_id, schedule=None, catchup=False) as dag:
         step = PythonOperator(task_id="draft", python_callable=draft)
-        gate = ApprovalSensor(task_id="draft__approval", step_id="draft", approvers=[{"userId": "alice"}], poll_interval=0.1)
+        gate = ApprovalSensor(
+            task_id="draft__approval", step_id="draft", approvers=[{"userId": "alice"}], poll_interval=0.1
+        )
         step >> gate >> PythonOperator(task_id="send", python_callable=send)
     globals()[dag_id] = dag

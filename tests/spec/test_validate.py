@@ -59,7 +59,9 @@ def test_all_errors_in_a_file_are_collected(tmp_path: Path) -> None:
 def test_duplicate_workflow_ids_across_files(tmp_path: Path) -> None:
     body = "id: same\nsteps:\n  - id: a\n    type: python\n    config: {callable: 'os.getcwd'}\n"
     (tmp_path / "a.yaml").write_text(body)
-    (tmp_path / "b.json").write_text('{"id": "same", "steps": [{"id": "a", "type": "python", "config": {"callable": "os.getcwd"}}]}')
+    (tmp_path / "b.json").write_text(
+        '{"id": "same", "steps": [{"id": "a", "type": "python", "config": {"callable": "os.getcwd"}}]}'
+    )
     first, second = load_specs([tmp_path])
     assert first.ok
     assert not second.ok and "already used by" in str(second.errors[0])

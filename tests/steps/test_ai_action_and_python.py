@@ -10,7 +10,13 @@ from hitl.steps import ai_action, python
 
 
 def test_template_email_uses_the_rendered_fields() -> None:
-    out = ai_action.run({"backend": "template", "output": "email", "email": {"from": "a@b.example", "to": "c@d.example", "subject": " Hi \n", "body": "Body"}})
+    out = ai_action.run(
+        {
+            "backend": "template",
+            "output": "email",
+            "email": {"from": "a@b.example", "to": "c@d.example", "subject": " Hi \n", "body": "Body"},
+        }
+    )
     assert out == {"from": "a@b.example", "to": "c@d.example", "subject": "Hi", "body": "Body"}
 
 
@@ -39,7 +45,9 @@ def gemini(monkeypatch: pytest.MonkeyPatch) -> type[FakeGenAIHook]:
 
 def test_gemini_email_answer_is_parsed_and_checked(gemini: type[FakeGenAIHook]) -> None:
     gemini.answer = '```json\n{"from": "a@b.example", "to": "c@d.example", "subject": "S", "body": "B"}\n```'
-    out = ai_action.run({"backend": "gemini", "output": "email", "prompt": "Write", "model": "gemini-2.5-flash", "project": "p"})
+    out = ai_action.run(
+        {"backend": "gemini", "output": "email", "prompt": "Write", "model": "gemini-2.5-flash", "project": "p"}
+    )
     assert out["subject"] == "S"
     assert "JSON object" in gemini.called_with["contents"][0]  # type: ignore[attr-defined]
     gemini.answer = '{"subject": "only"}'

@@ -15,7 +15,12 @@ import pytest
 from hitl.steps import email as email_step
 from hitl.store import Store, _store_for
 
-MESSAGE = {"from": "Sam <sam@acme.example>", "to": "owner@shop.example", "subject": "Edited subject", "body": "Hello\nthere"}
+MESSAGE = {
+    "from": "Sam <sam@acme.example>",
+    "to": "owner@shop.example",
+    "subject": "Edited subject",
+    "body": "Hello\nthere",
+}
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[Any] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
 
@@ -77,9 +82,14 @@ def test_smtp_sends_through_the_providers_hook_once(ctx: dict[str, Any], smtp_se
 
 
 def test_failed_send_can_be_retried(ctx: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    dead = {"conn_type": "smtp", "host": "127.0.0.1", "port": 9, "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 1, "timeout": 2}}
+    dead = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": 9,
+        "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 1, "timeout": 2},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEAD", json.dumps(dead))
-    with pytest.raises(Exception):
+    with pytest.raises(OSError):
         email_step.run({**MESSAGE, "transport": "smtp", "connId": "smtp_dead"}, ctx)
     # Nothing went out, so the claim was released: the next try sends.
     out = email_step.run({**MESSAGE, "transport": "outbox"}, ctx)

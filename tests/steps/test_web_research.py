@@ -18,7 +18,7 @@ PAGE = b"""<html><head><title>Rosie's Bakery</title>
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self.path == "/slow":
             time.sleep(2)
         if self.path == "/missing":

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import threading
 
-from helpers import gate
 from sqlalchemy import inspect
 
+from helpers import gate
 from hitl.store import APPROVED, PENDING, SUPERSEDED, Store, content_hash
 
 
 def test_migrations_create_the_schema_with_indexes(store: Store) -> None:
-    assert store.upgrade() == "0001"  # idempotent: a second upgrade is a no-op
+    assert store.upgrade() == "0002"  # idempotent: a second upgrade is a no-op
     insp = inspect(store.engine)
-    assert {"hitl_approval_request", "hitl_audit_event", "hitl_approval_vote", "hitl_side_effect"} <= set(insp.get_table_names())
+    assert {"hitl_approval_request", "hitl_audit_event", "hitl_approval_vote", "hitl_side_effect", "hitl_request_approver"} <= set(
+        insp.get_table_names()
+    )
     indexed = {tuple(ix["column_names"]) for ix in insp.get_indexes("hitl_approval_request")}
     assert ("status", "created_at") in indexed
     assert ("dag_id", "run_id", "gate_task_id", "map_index") in indexed
@@ -50,10 +52,10 @@ def test_changed_output_supersedes_the_pending_request(store: Store) -> None:
 def test_list_filters_and_orders_newest_first(store: Store) -> None:
     for i in range(5):
         store.record_request(gate(run_id=f"run_{i}", dag_id="a" if i % 2 else "b"))
-    assert [r.run_id for r in store.list(limit=2)] == ["run_4", "run_3"]
-    assert {r.dag_id for r in store.list(dag_id="a")} == {"a"}
+    assert [r.run_id for r in store.list_requests(limit=2)] == ["run_4", "run_3"]
+    assert {r.dag_id for r in store.list_requests(dag_id="a")} == {"a"}
     assert store.count(dag_id="a") == 2
-    assert [r.run_id for r in store.list(search="run_2")] == ["run_2"]
+    assert [r.run_id for r in store.list_requests(search="run_2")] == ["run_2"]
     assert store.dag_ids() == ["a", "b"]
 
 
@@ -102,3 +104,21 @@ def test_twenty_concurrent_decisions_have_exactly_one_winner(store: Store) -> No
     events = [e.event for e in store.history(req.id)]
     assert events.count("refused") == 19 and (events.count("approved") + events.count("rejected")) == 1
     assert final.status in (APPROVED, "rejected")
+
+
+def test_needs_my_attention_filters_by_user_email_and_role_in_sql(store: Store) -> None:
+    from hitl.identity import Reviewer
+
+    store.record_request(gate(run_id="by_user", approvers=[{"userId": "alice"}]))
+    store.record_request(gate(run_id="by_email", approvers=[{"email": "Alice@Example.com"}]))
+    store.record_request(gate(run_id="by_role", approvers=[{"role": "Op"}]))
+    store.record_request(gate(run_id="admins_only", approvers=[]))
+    alice = Reviewer("alice", email="alice@example.com", roles=frozenset({"user"}))
+    carol = Reviewer("carol", roles=frozenset({"op"}))
+    admin = Reviewer("root", roles=frozenset({"admin"}))
+    viewer = Reviewer("alice", email="alice@example.com", roles=frozenset({"viewer"}))
+    assert {r.run_id for r in store.list_requests(decidable_by=alice)} == {"by_user", "by_email"}
+    assert {r.run_id for r in store.list_requests(decidable_by=carol)} == {"by_role"}
+    assert {r.run_id for r in store.list_requests(decidable_by=admin)} == {"admins_only"}
+    assert store.count(decidable_by=viewer) == 0
+    assert store.count(decidable_by=alice) == 2

@@ -18,7 +18,17 @@ from pydantic import BaseModel, ValidationError
 from hitl.spec.schema import STEP_CONFIGS, Conditions, Next, Step, WorkflowSpec
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually")
+SCHEDULE_PRESETS = (
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+    "@annually",
+)
 STEP_REF = re.compile(r"\bsteps\.([A-Za-z0-9_][A-Za-z0-9_-]*)\b")
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -226,7 +236,7 @@ def load_spec(path: Path) -> LoadedSpec:
         return result
 
     spec = check.model(WorkflowSpec, data, ())
-    raw_steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+    raw_steps: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
     _check_schedule(check, data.get("schedule"))
 
     steps: list[StepSpec] = []
@@ -288,7 +298,9 @@ def _check_step(check: _Checker, step: Step, i: int) -> StepSpec:
             next_step = parsed.step
             gate = _gate(check, parsed.conditions, i)
     elif step.next is not None:
-        check.error(("steps", i, "next"), f"must be a step id or a mapping with step and conditions, got {_describe(step.next)}")
+        check.error(
+            ("steps", i, "next"), f"must be a step id or a mapping with step and conditions, got {_describe(step.next)}"
+        )
     refs = sorted(set(STEP_REF.findall(repr(step.config))))
     return StepSpec(step.id, step.type, step.config, next_step, gate, step.retries, step.description, refs)
 
@@ -300,19 +312,22 @@ def _gate(check: _Checker, cond: Conditions, i: int) -> GateSpec | None:
     if cond.timeout is not None:
         timeout = duration_seconds(cond.timeout)
         if timeout is None:
-            check.error(("steps", i, "next", "conditions", "timeout"), f"must be a duration like '30m', '48h' or '7d', got {cond.timeout!r}")
+            check.error(
+                ("steps", i, "next", "conditions", "timeout"),
+                f"must be a duration like '30m', '48h' or '7d', got {cond.timeout!r}",
+            )
     seen: set[tuple[str, str]] = set()
     for j, approver in enumerate(cond.approvers):
         key = next(iter(approver.as_dict().items()))
         if key in seen:
             check.error(("steps", i, "next", "conditions", "approvers", j), f"approver {key[1]!r} is listed twice")
         seen.add(key)
-    if cond.minApprovals > 1 and cond.approvers and all("role" not in a.as_dict() for a in cond.approvers):
-        if cond.minApprovals > len(cond.approvers):
-            check.error(
-                ("steps", i, "next", "conditions", "minApprovals"),
-                f"needs {cond.minApprovals} approvals but only {len(cond.approvers)} approvers are listed",
-            )
+    only_people = cond.approvers and all("role" not in a.as_dict() for a in cond.approvers)
+    if only_people and cond.minApprovals > len(cond.approvers):
+        check.error(
+            ("steps", i, "next", "conditions", "minApprovals"),
+            f"needs {cond.minApprovals} approvals but only {len(cond.approvers)} approvers are listed",
+        )
     return GateSpec(
         approve_label=cond.approveLabel,
         approvers=[a.as_dict() for a in cond.approvers],
@@ -328,7 +343,11 @@ def _check_links(check: _Checker, steps: list[StepSpec], ids: dict[str, int], de
         if step.next_step is not None and step.next_step not in declared:
             close = difflib.get_close_matches(step.next_step, list(ids), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            where = ("steps", i, "next", "step") if step.gate or not isinstance(step.next_step, str) else ("steps", i, "next")
+            where = (
+                ("steps", i, "next", "step")
+                if step.gate or not isinstance(step.next_step, str)
+                else ("steps", i, "next")
+            )
             check.error(where, f"next step {step.next_step!r} does not exist{hint}")
         for ref in step.refs:
             if ref not in declared:
@@ -351,7 +370,7 @@ def _check_links(check: _Checker, steps: list[StepSpec], ids: dict[str, int], de
         state[node] = 1
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                cycle = trail[trail.index(nxt) :] + [nxt] if nxt in trail else [node, nxt]
+                cycle = [*trail[trail.index(nxt) :], nxt] if nxt in trail else [node, nxt]
                 check.error(("steps", ids[node], "next"), f"cycle: {' -> '.join(cycle)}")
             elif nxt not in state:
                 visit(nxt, [*trail, nxt])
@@ -370,7 +389,9 @@ def spec_files(paths: list[Path]) -> list[Path]:
             found.extend(
                 f
                 for f in sorted(p.rglob("*"))
-                if f.suffix in SPEC_SUFFIXES and f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                if f.suffix in SPEC_SUFFIXES
+                and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
             )
         else:
             found.append(p)
@@ -384,7 +405,11 @@ def load_specs(paths: list[Path]) -> list[LoadedSpec]:
         if item.spec is None:
             continue
         if item.spec.id in seen:
-            item.errors.append(SpecError(str(item.path), 1, "id", f"workflow id {item.spec.id!r} is already used by {seen[item.spec.id]}"))
+            item.errors.append(
+                SpecError(
+                    str(item.path), 1, "id", f"workflow id {item.spec.id!r} is already used by {seen[item.spec.id]}"
+                )
+            )
             item.spec = None
         else:
             seen[item.spec.id] = item.path

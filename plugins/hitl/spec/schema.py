@@ -101,7 +101,9 @@ class AiActionConfig(Strict):
         if self.backend == "gemini" and not self.prompt:
             raise ValueError("the gemini backend needs a prompt")
         if self.backend == "template" and self.output == "email" and self.email is None:
-            raise ValueError("the template backend with output: email needs an email: {from, to, subject, body} template")
+            raise ValueError(
+                "the template backend with output: email needs an email: {from, to, subject, body} template"
+            )
         if self.backend == "template" and self.output == "text" and self.text is None:
             raise ValueError("the template backend with output: text needs a text: template")
         return self

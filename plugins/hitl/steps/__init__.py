@@ -15,6 +15,7 @@ STEP_MODULES = {
     "python": "hitl.steps.python",
 }
 
+
 # Output kinds without importing the step modules (the factory needs them at parse time).
 def output_kind(step_type: str, config: dict) -> str:
     if step_type == "aiAction":

@@ -12,8 +12,7 @@ import json
 from typing import Any
 
 EMAIL_INSTRUCTIONS = (
-    "Answer with a JSON object with exactly the keys from, to, subject, body (strings). "
-    "No markdown, no commentary."
+    "Answer with a JSON object with exactly the keys from, to, subject, body (strings). No markdown, no commentary."
 )
 
 
@@ -31,7 +30,11 @@ def _gemini(config: dict[str, Any]) -> dict[str, Any]:
     prompt = config["prompt"]
     if config.get("output") == "email":
         prompt = f"{prompt}\n\n{EMAIL_INSTRUCTIONS}"
-    kwargs: dict[str, Any] = {"location": config.get("location", "us-central1"), "model": config["model"], "contents": [prompt]}
+    kwargs: dict[str, Any] = {
+        "location": config.get("location", "us-central1"),
+        "model": config["model"],
+        "contents": [prompt],
+    }
     if config.get("project"):
         kwargs["project_id"] = config["project"]
     text = hook.generate_content(**kwargs)

@@ -53,7 +53,11 @@ def _send_smtp(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
     body = f'<div style="white-space:pre-wrap">{html.escape(config["body"])}</div>'
     with SmtpHook(smtp_conn_id=config.get("connId") or "smtp_default") as hook:
         hook.send_email_smtp(
-            to=config["to"], subject=config["subject"], html_content=body, from_email=config["from"], cc=config.get("cc")
+            to=config["to"],
+            subject=config["subject"],
+            html_content=body,
+            from_email=config["from"],
+            cc=config.get("cc"),
         )
     return {}
 
@@ -61,7 +65,9 @@ def _send_smtp(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
 def _send_gmail(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
     from airflow.providers.google.common.hooks.discovery_api import GoogleDiscoveryApiHook
 
-    hook = GoogleDiscoveryApiHook(api_service_name="gmail", api_version="v1", gcp_conn_id=config.get("connId") or "google_cloud_default")
+    hook = GoogleDiscoveryApiHook(
+        api_service_name="gmail", api_version="v1", gcp_conn_id=config.get("connId") or "google_cloud_default"
+    )
     raw = base64.urlsafe_b64encode(bytes(msg)).decode()
     sent = hook.get_conn().users().messages().send(userId="me", body={"raw": raw}).execute()
     return {"gmail_id": sent.get("id")}
@@ -85,12 +91,22 @@ def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
         )
     msg = build_message(config)
     transport = config.get("transport", "outbox")
-    sender = {"outbox": lambda: _send_outbox(msg, context), "smtp": lambda: _send_smtp(msg, config), "gmail": lambda: _send_gmail(msg, config)}
+    sender = {
+        "outbox": lambda: _send_outbox(msg, context),
+        "smtp": lambda: _send_smtp(msg, config),
+        "gmail": lambda: _send_gmail(msg, config),
+    }
     try:
         extra = sender[transport]()
     except Exception:
         store.release_side_effect(key)  # nothing went out: a retry may send
         raise
-    detail = {"transport": transport, "message_id": msg["Message-ID"], "to": config["to"], "subject": config["subject"], **extra}
+    detail = {
+        "transport": transport,
+        "message_id": msg["Message-ID"],
+        "to": config["to"],
+        "subject": config["subject"],
+        **extra,
+    }
     store.finish_side_effect(key, detail)
     return {**detail, "sent": True}

@@ -19,7 +19,7 @@ def pull_output(ti: Any, task_id: str) -> Any:
     approved output reads back as a JSON string. Decode it here, in one place.
     """
     value = ti.xcom_pull(task_ids=task_id)
-    if isinstance(value, str) and task_id.endswith(GATE_SUFFIX) and value[:1] in ('{', '[', '"'):
+    if isinstance(value, str) and task_id.endswith(GATE_SUFFIX) and value[:1] in ("{", "[", '"'):
         try:
             return json.loads(value)
         except ValueError:
@@ -37,7 +37,9 @@ class StepOperator(BaseOperator):
 
     template_fields: Sequence[str] = ()  # rendered in execute(), with ``steps`` in the context
 
-    def __init__(self, *, step_type: str, config: dict[str, Any], sources: dict[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, step_type: str, config: dict[str, Any], sources: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.step_type = step_type
         self.config = config
@@ -48,6 +50,6 @@ class StepOperator(BaseOperator):
 
         ti = context["ti"]
         steps = {step_id: {"output": pull_output(ti, task_id)} for step_id, task_id in self.sources.items()}
-        rendered = self.render_template(self.config, {**context, "steps": steps})
+        rendered = self.render_template(self.config, {**context, "steps": steps})  # type: ignore[typeddict-unknown-key]
         self.log.info("Running %s step %s", self.step_type, self.task_id)
         return step_module(self.step_type).run(rendered, context)

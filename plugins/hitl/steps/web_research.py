@@ -56,7 +56,9 @@ def run(config: dict[str, Any], context: Any = None) -> dict[str, Any]:
         try:
             extra_status, extra_html = fetch(extra, timeout)
             found = extract(extra_html, max_chars)
-            result["pages"].append({"url": extra, "status": extra_status, "title": found["title"], "text": found["text"]})
+            result["pages"].append(
+                {"url": extra, "status": extra_status, "title": found["title"], "text": found["text"]}
+            )
             result["emails"] = list(dict.fromkeys([*result["emails"], *found["emails"]]))
             result["phones"] = list(dict.fromkeys([*result["phones"], *found["phones"]]))
         except ResearchError as exc:  # extra pages are optional: note the failure, keep going

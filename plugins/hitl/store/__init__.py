@@ -16,11 +16,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hitl.identity import Reviewer
 from hitl.store.engine import make_engines
-from hitl.store.schema import approval_request, approval_vote, audit_event, side_effect
+from hitl.store.schema import approval_request, approval_vote, audit_event, request_approver, side_effect
 
 PENDING, APPROVED, REJECTED, SUPERSEDED = "pending", "approved", "rejected", "superseded"
 STATUSES = (PENDING, APPROVED, REJECTED, SUPERSEDED)
@@ -180,7 +181,9 @@ class Store:
         digest = content_hash(gate.output)
         now = utcnow()
         with self.writing() as conn:
-            latest = conn.execute(self._current_query(gate.dag_id, gate.run_id, gate.gate_task_id, gate.map_index)).first()
+            latest = conn.execute(
+                self._current_query(gate.dag_id, gate.run_id, gate.gate_task_id, gate.map_index)
+            ).first()
             if latest is not None and latest.output_hash == digest:
                 return ApprovalRequest.from_row(latest), False
             new_id = conn.execute(
@@ -204,6 +207,10 @@ class Store:
                     created_at=now,
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
+            conn.execute(
+                insert(request_approver),
+                [{"request_id": new_id, "kind": k, "value": v} for k, v in approver_rows(gate.approvers)],
+            )
             self._audit(conn, new_id, "requested", None, {"try_number": gate.try_number, "hash": digest})
             if latest is not None and latest.status == PENDING:
                 conn.execute(
@@ -231,7 +238,9 @@ class Store:
             .limit(1)
         )
 
-    def current_for_gate(self, dag_id: str, run_id: str, gate_task_id: str, map_index: int = -1) -> ApprovalRequest | None:
+    def current_for_gate(
+        self, dag_id: str, run_id: str, gate_task_id: str, map_index: int = -1
+    ) -> ApprovalRequest | None:
         """The gate instance's live request (the newest one not superseded)."""
         with self.engine.connect() as conn:
             row = conn.execute(self._current_query(dag_id, run_id, gate_task_id, map_index)).first()
@@ -242,8 +251,19 @@ class Store:
             row = conn.execute(select(approval_request).where(approval_request.c.id == request_id)).first()
         return ApprovalRequest.from_row(row) if row else None
 
-    def _filters(self, status: str | None, dag_id: str | None, search: str | None) -> list[Any]:
+    def _filters(
+        self,
+        status: str | None,
+        dag_id: str | None,
+        search: str | None,
+        decidable_by: Reviewer | None = None,
+        older_than: datetime | None = None,
+    ) -> list[Any]:
         where: list[Any] = []
+        if decidable_by is not None:
+            where.append(approval_request.c.id.in_(_decidable_ids(decidable_by)))
+        if older_than is not None:
+            where.append(approval_request.c.created_at < older_than)
         if status == "decided":
             where.append(approval_request.c.status.in_(DECIDED))
         elif status and status != "all":
@@ -261,18 +281,20 @@ class Store:
             )
         return where
 
-    def list(
+    def list_requests(
         self,
         *,
         status: str | None = PENDING,
         dag_id: str | None = None,
         search: str | None = None,
+        decidable_by: Reviewer | None = None,
+        older_than: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[ApprovalRequest]:
         query = (
             select(approval_request)
-            .where(and_(*self._filters(status, dag_id, search)))
+            .where(and_(*self._filters(status, dag_id, search, decidable_by, older_than)))
             .order_by(approval_request.c.created_at.desc(), approval_request.c.id.desc())
             .limit(limit)
             .offset(offset)
@@ -280,14 +302,25 @@ class Store:
         with self.engine.connect() as conn:
             return [ApprovalRequest.from_row(r) for r in conn.execute(query)]
 
-    def count(self, *, status: str | None = PENDING, dag_id: str | None = None, search: str | None = None) -> int:
-        query = select(func.count()).select_from(approval_request).where(and_(*self._filters(status, dag_id, search)))
+    def count(
+        self,
+        *,
+        status: str | None = PENDING,
+        dag_id: str | None = None,
+        search: str | None = None,
+        decidable_by: Reviewer | None = None,
+        older_than: datetime | None = None,
+    ) -> int:
+        where = self._filters(status, dag_id, search, decidable_by, older_than)
+        query = select(func.count()).select_from(approval_request).where(and_(*where))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def dag_ids(self) -> list[str]:
         with self.engine.connect() as conn:
-            return list(conn.execute(select(approval_request.c.dag_id).distinct().order_by(approval_request.c.dag_id)).scalars())
+            return list(
+                conn.execute(select(approval_request.c.dag_id).distinct().order_by(approval_request.c.dag_id)).scalars()
+            )
 
     # -- votes and decisions ----------------------------------------------------------
     def votes(self, request_id: int) -> list[tuple[str, str, datetime]]:
@@ -352,7 +385,9 @@ class Store:
             conn.exec_driver_sql(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{int(request_id)}')")
 
     # -- audit ------------------------------------------------------------------------
-    def _audit(self, conn: Connection, request_id: int | None, event: str, actor: str | None, detail: dict[str, Any]) -> None:
+    def _audit(
+        self, conn: Connection, request_id: int | None, event: str, actor: str | None, detail: dict[str, Any]
+    ) -> None:
         conn.execute(
             insert(audit_event).values(
                 request_id=request_id, event=event, actor=actor, at=utcnow(), detail=canonical_json(detail)
@@ -399,6 +434,28 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(select(side_effect).where(side_effect.c.key == key)).first()
         return (row.status, json.loads(row.detail)) if row else None
+
+
+def approver_rows(approvers: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """(kind, value) rows for ``hitl_request_approver``; with no approvers listed, admins decide."""
+    rows = set()
+    for entry in approvers:
+        for kind in ("userId", "email", "role"):
+            if kind in entry:
+                rows.add((kind, entry[kind] if kind == "userId" else entry[kind].lower()))
+    return sorted(rows) or [("role", "admin")]
+
+
+def _decidable_ids(reviewer: Reviewer) -> Any:
+    """Request ids this reviewer is listed for (by name, email or role): the same rule as ``may_decide``."""
+    matches = [and_(request_approver.c.kind == "userId", request_approver.c.value == reviewer.name)]
+    if reviewer.email:
+        matches.append(and_(request_approver.c.kind == "email", request_approver.c.value == reviewer.email.lower()))
+    if reviewer.roles:
+        matches.append(and_(request_approver.c.kind == "role", request_approver.c.value.in_(sorted(reviewer.roles))))
+    if not reviewer.can_decide_anything:
+        return select(request_approver.c.request_id).where(false())
+    return select(request_approver.c.request_id).where(or_(*matches))
 
 
 @cache

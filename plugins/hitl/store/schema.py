@@ -72,6 +72,17 @@ audit_event = Table(
     Index("ix_hitl_audit_request", "request_id", "id"),
 )
 
+# Who may decide a request, one row per approver (kind: userId | email | role; emails and roles
+# lower-cased). No approvers listed is stored as role "admin". Lets the inbox filter in SQL.
+request_approver = Table(
+    "hitl_request_approver",
+    metadata,
+    Column("request_id", Integer, ForeignKey("hitl_approval_request.id"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("value", String(250), primary_key=True),
+    Index("ix_hitl_request_approver_lookup", "kind", "value", "request_id"),
+)
+
 # Side effects that must happen at most once (an email sent by a retried task).
 side_effect = Table(
     "hitl_side_effect",

@@ -66,7 +66,9 @@ class DecisionWatcher:
     def _engine_for(self) -> AsyncEngine:
         if self._engine is None:
             url = async_url(self.url)
-            args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000} if url.get_backend_name() == "sqlite" else {}
+            args: dict[str, Any] = (
+                {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000} if url.get_backend_name() == "sqlite" else {}
+            )
             self._engine = create_async_engine(url, connect_args=args, pool_pre_ping=True)
         return self._engine
 
@@ -82,7 +84,9 @@ class DecisionWatcher:
             self._listener = await asyncpg.connect(dsn)
             await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
         except Exception as exc:  # polling still works
-            log.warning("hitl: LISTEN %s failed (%s); polling every %ss", NOTIFY_CHANNEL, type(exc).__name__, self.poll_interval)
+            log.warning(
+                "hitl: LISTEN %s failed (%s); polling every %ss", NOTIFY_CHANNEL, type(exc).__name__, self.poll_interval
+            )
             self._listener = None
 
     async def poll_once(self) -> None:
@@ -129,7 +133,9 @@ class DecisionWatcher:
                 self._engine = None
 
 
-_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, DecisionWatcher]] = weakref.WeakKeyDictionary()
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, DecisionWatcher]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def watcher_for(url: str, poll_interval: float) -> DecisionWatcher:

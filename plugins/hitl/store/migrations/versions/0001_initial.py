@@ -43,12 +43,8 @@ def upgrade() -> None:
         sa.Column("superseded_by", sa.Integer),
     )
     op.create_index("ix_hitl_request_status_created", "hitl_approval_request", ["status", "created_at"])
-    op.create_index(
-        "ix_hitl_request_dag_status_created", "hitl_approval_request", ["dag_id", "status", "created_at"]
-    )
-    op.create_index(
-        "ix_hitl_request_gate", "hitl_approval_request", ["dag_id", "run_id", "gate_task_id", "map_index"]
-    )
+    op.create_index("ix_hitl_request_dag_status_created", "hitl_approval_request", ["dag_id", "status", "created_at"])
+    op.create_index("ix_hitl_request_gate", "hitl_approval_request", ["dag_id", "run_id", "gate_task_id", "map_index"])
     op.create_table(
         "hitl_approval_vote",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
