@@ -1,9 +1,30 @@
-"""The Airflow plugin: the review UI (FAB view under /pluginsv2/hitl/) and its navigation entry."""
+"""The Airflow plugin: the review UI (FAB view at /pluginsv2/hitl/) and its entry in Airflow's navigation."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
 
+class _LazyViews:
+    """Builds the FAB view on first use: only the api-server asks, and Flask-AppBuilder is slow to import."""
+
+    def __get__(self, obj: Any, owner: Any) -> list[dict[str, Any]]:
+        from hitl.views.approvals import ApprovalsView
+
+        return [{"view": ApprovalsView()}]  # no FAB menu: the external_views entry is the nav
+
+
 class HitlPlugin(AirflowPlugin):
     name = "hitl"
+    appbuilder_views = _LazyViews()  # type: ignore[assignment]
+    external_views = [
+        {
+            "name": "Approvals",
+            "href": "/pluginsv2/hitl/",
+            "destination": "nav",
+            "url_route": "approvals",
+            "nav_top_level": True,
+        }
+    ]

@@ -13,9 +13,13 @@ from hitl.store import APPROVED, PENDING, SUPERSEDED, Store, content_hash
 def test_migrations_create_the_schema_with_indexes(store: Store) -> None:
     assert store.upgrade() == "0002"  # idempotent: a second upgrade is a no-op
     insp = inspect(store.engine)
-    assert {"hitl_approval_request", "hitl_audit_event", "hitl_approval_vote", "hitl_side_effect", "hitl_request_approver"} <= set(
-        insp.get_table_names()
-    )
+    assert {
+        "hitl_approval_request",
+        "hitl_audit_event",
+        "hitl_approval_vote",
+        "hitl_side_effect",
+        "hitl_request_approver",
+    } <= set(insp.get_table_names())
     indexed = {tuple(ix["column_names"]) for ix in insp.get_indexes("hitl_approval_request")}
     assert ("status", "created_at") in indexed
     assert ("dag_id", "run_id", "gate_task_id", "map_index") in indexed

@@ -1,0 +1,215 @@
+"""The review UI: inbox ("Needs your attention"), review page, approve / reject / edit & approve, bulk.
+
+A Flask-AppBuilder view served by the FAB provider at ``/pluginsv2/hitl/``. Every decision
+goes through ``hitl.decisions.decide``; this module only renders and routes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_appbuilder import BaseView, expose
+
+from hitl.decisions import AlreadyDecided, DecisionError, InvalidEdit, NotAllowed, NotFound, StaleOutput, decide
+from hitl.identity import Reviewer, describe_approvers, may_decide
+from hitl.outputs import EDITABLE_KINDS
+from hitl.store import DECIDED, PENDING, ApprovalRequest, get_store
+from hitl.views import render
+from hitl.views.auth import RESOURCE, as_reviewer, authorized, current_user
+
+PAGE_SIZE = 50
+AGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+TABS = ("attention", "pending", "decided", "all")
+STATUS_CODES = {NotFound: 404, NotAllowed: 403, AlreadyDecided: 409, StaleOutput: 409, InvalidEdit: 400}
+
+
+def _ago(when: datetime | None) -> str:
+    if when is None:
+        return ""
+    seconds = int((datetime.now(UTC) - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return "just now"
+
+
+def _airflow_links(req: ApprovalRequest) -> dict[str, str]:
+    run = f"/dags/{quote(req.dag_id, safe='')}/runs/{quote(req.run_id, safe='')}"
+    return {
+        "run": run,
+        "step": f"{run}/tasks/{quote(req.step_id, safe='')}",
+        "gate": f"{run}/tasks/{quote(req.gate_task_id, safe='')}",
+    }
+
+
+class ApprovalsView(BaseView):
+    route_base = "/hitl"
+    default_view = "inbox"
+    template_folder = str(Path(__file__).parent / "templates")
+    class_permission_name = RESOURCE
+    method_permission_name = {"inbox": "read", "review": "read", "badge": "read", "decide_one": "edit", "bulk": "edit"}
+    base_permissions = ["can_read", "can_edit"]
+
+    # -- helpers ------------------------------------------------------------------------
+    def _user(self) -> tuple[Any, Reviewer] | Response:
+        user = current_user()
+        if user is None:
+            from airflow.api_fastapi.app import get_auth_manager
+
+            login = get_auth_manager().get_url_login()
+            return redirect(f"{login}{'&' if '?' in login else '?'}{urlencode({'next': request.url})}")
+        if not authorized(user, "GET"):
+            abort(403)
+        return user, as_reviewer(user)
+
+    def _page(self, template: str, status: int = 200, **ctx: Any) -> Response:
+        body = render_template(f"hitl/{template}", ago=_ago, describe_approvers=describe_approvers, **ctx)
+        resp = Response(body, status=status, mimetype="text/html")
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    # -- inbox --------------------------------------------------------------------------
+    @expose("/")
+    def inbox(self) -> Response:
+        who = self._user()
+        if isinstance(who, Response):
+            return who
+        _, reviewer = who
+        store = get_store()
+        tab = request.args.get("tab", "attention")
+        tab = tab if tab in TABS else "attention"
+        dag_id = request.args.get("dag") or None
+        search = (request.args.get("q") or "").strip() or None
+        age = request.args.get("age") or ""
+        older_than = datetime.now(UTC) - AGES[age] if age in AGES else None
+        page = max(1, request.args.get("page", 1, type=int) or 1)
+        filters: dict[str, Any] = {"dag_id": dag_id, "search": search, "older_than": older_than}
+        if tab == "attention":
+            filters.update(status=PENDING, decidable_by=reviewer)
+        else:
+            filters.update(status={"pending": PENDING, "decided": "decided", "all": "all"}[tab])
+        rows = store.list_requests(**filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        total = store.count(**filters)
+        return self._page(
+            "inbox.html",
+            reviewer=reviewer,
+            rows=rows,
+            total=total,
+            tab=tab,
+            tabs=TABS,
+            dag_id=dag_id or "",
+            dag_ids=store.dag_ids(),
+            q=search or "",
+            age=age,
+            ages=list(AGES),
+            page=page,
+            pages=max(1, -(-total // PAGE_SIZE)),
+            attention=store.count(status=PENDING, decidable_by=reviewer),
+            can_decide={r.id: may_decide(reviewer, r.approvers) for r in rows},
+            pending=PENDING,
+        )
+
+    @expose("/badge")
+    def badge(self) -> Response:
+        who = self._user()
+        if isinstance(who, Response):
+            return jsonify({"error": "not logged in"}), 401  # type: ignore[return-value]
+        _, reviewer = who
+        return jsonify({"attention": get_store().count(status=PENDING, decidable_by=reviewer)})
+
+    # -- one request --------------------------------------------------------------------
+    def _review_page(
+        self,
+        request_id: int,
+        reviewer: Reviewer,
+        status: int = 200,
+        error: str | None = None,
+        field_errors: dict[str, str] | None = None,
+        edit: dict[str, Any] | None = None,
+    ) -> Response:
+        store = get_store()
+        req = store.get(request_id)
+        if req is None:
+            abort(404)
+        approvals = [v for v in store.votes(req.id) if v[1] == "approved"]
+        return self._page(
+            "review.html",
+            status=status,
+            req=req,
+            reviewer=reviewer,
+            can_decide=req.status == PENDING and may_decide(reviewer, req.approvers),
+            editable=req.output_kind in EDITABLE_KINDS,
+            email=render.email_fields(req.output),
+            edit=edit if edit is not None else (req.output if isinstance(req.output, dict) else {}),
+            diff=render.diff(req.output, req.edited_output) if req.edited_output is not None else [],
+            history=store.history(req.id),
+            approvals=approvals,
+            links=_airflow_links(req),
+            error=error,
+            field_errors=field_errors or {},
+            action=request.args.get("action", ""),
+            decided=req.status in DECIDED,
+            pending=PENDING,
+        )
+
+    @expose("/request/<int:request_id>")
+    def review(self, request_id: int) -> Response:
+        who = self._user()
+        if isinstance(who, Response):
+            return who
+        return self._review_page(request_id, who[1])
+
+    @expose("/request/<int:request_id>/decide", methods=["POST"])
+    def decide_one(self, request_id: int) -> Response:
+        who = self._user()
+        if isinstance(who, Response):
+            return who
+        _, reviewer = who
+        form = request.form
+        action = form.get("action", "")
+        req = get_store().get(request_id)
+        if req is None:
+            abort(404)
+        edited = render.edit_from_form(req.output_kind, form) if action == "edit" else None
+        try:
+            outcome = decide(
+                get_store(),
+                request_id,
+                reviewer,
+                "reject" if action == "reject" else "approve",
+                comment=(form.get("reason") if action == "reject" else form.get("comment")) or None,
+                edited_output=edited,
+                seen_hash=form.get("seen_hash") or None,
+                channel="ui",
+            )
+        except InvalidEdit as exc:
+            return self._review_page(request_id, reviewer, 400, str(exc), exc.errors, edit=edited)
+        except DecisionError as exc:
+            return self._review_page(request_id, reviewer, STATUS_CODES.get(type(exc), 400), str(exc), edit=edited)
+        flash(outcome.message, "success")
+        return redirect(url_for("ApprovalsView.review", request_id=request_id))
+
+    @expose("/bulk", methods=["POST"])
+    def bulk(self) -> Response:
+        who = self._user()
+        if isinstance(who, Response):
+            return who
+        _, reviewer = who
+        action = request.form.get("action")
+        if action not in ("approve", "reject"):
+            abort(400)
+        ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
+        if not ids:
+            flash("Select at least one request.", "error")
+        reason = (request.form.get("reason") or "").strip() or None
+        for request_id in ids:  # each decision is checked and audited on its own
+            try:
+                outcome = decide(get_store(), request_id, reviewer, action, comment=reason, channel="ui-bulk")  # type: ignore[arg-type]
+                flash(outcome.message, "success")
+            except DecisionError as exc:
+                flash(f"#{request_id}: {exc}", "error")
+        return redirect(request.form.get("back") or url_for("ApprovalsView.inbox"))
