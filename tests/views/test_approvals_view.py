@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from helpers import gate
-
 from hitl.store import APPROVED, PENDING, REJECTED, Store
 
 

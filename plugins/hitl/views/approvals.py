@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 
 from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_appbuilder import BaseView, expose
+from werkzeug.wrappers import Response as BaseResponse
 
 from hitl.decisions import AlreadyDecided, DecisionError, InvalidEdit, NotAllowed, NotFound, StaleOutput, decide
 from hitl.identity import Reviewer, describe_approvers, may_decide
@@ -55,7 +56,7 @@ class ApprovalsView(BaseView):
     base_permissions = ["can_read", "can_edit"]
 
     # -- helpers ------------------------------------------------------------------------
-    def _user(self) -> tuple[Any, Reviewer] | Response:
+    def _user(self) -> tuple[Any, Reviewer] | BaseResponse:
         user = current_user()
         if user is None:
             from airflow.api_fastapi.app import get_auth_manager
@@ -74,9 +75,9 @@ class ApprovalsView(BaseView):
 
     # -- inbox --------------------------------------------------------------------------
     @expose("/")
-    def inbox(self) -> Response:
+    def inbox(self) -> BaseResponse:
         who = self._user()
-        if isinstance(who, Response):
+        if isinstance(who, BaseResponse):
             return who
         _, reviewer = who
         store = get_store()
@@ -114,10 +115,10 @@ class ApprovalsView(BaseView):
         )
 
     @expose("/badge")
-    def badge(self) -> Response:
+    def badge(self) -> Any:
         who = self._user()
-        if isinstance(who, Response):
-            return jsonify({"error": "not logged in"}), 401  # type: ignore[return-value]
+        if isinstance(who, BaseResponse):
+            return jsonify({"error": "not logged in"}), 401
         _, reviewer = who
         return jsonify({"attention": get_store().count(status=PENDING, decidable_by=reviewer)})
 
@@ -157,16 +158,16 @@ class ApprovalsView(BaseView):
         )
 
     @expose("/request/<int:request_id>")
-    def review(self, request_id: int) -> Response:
+    def review(self, request_id: int) -> BaseResponse:
         who = self._user()
-        if isinstance(who, Response):
+        if isinstance(who, BaseResponse):
             return who
         return self._review_page(request_id, who[1])
 
     @expose("/request/<int:request_id>/decide", methods=["POST"])
-    def decide_one(self, request_id: int) -> Response:
+    def decide_one(self, request_id: int) -> BaseResponse:
         who = self._user()
-        if isinstance(who, Response):
+        if isinstance(who, BaseResponse):
             return who
         _, reviewer = who
         form = request.form
@@ -194,9 +195,9 @@ class ApprovalsView(BaseView):
         return redirect(url_for("ApprovalsView.review", request_id=request_id))
 
     @expose("/bulk", methods=["POST"])
-    def bulk(self) -> Response:
+    def bulk(self) -> BaseResponse:
         who = self._user()
-        if isinstance(who, Response):
+        if isinstance(who, BaseResponse):
             return who
         _, reviewer = who
         action = request.form.get("action")

@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from flask import request
 
@@ -48,7 +48,7 @@ def is_fab_auth_manager() -> bool:
     return type(get_auth_manager()).__name__ == "FabAuthManager"
 
 
-def authorized(user: Any, method: str) -> bool:
+def authorized(user: Any, method: Literal["GET", "PUT"]) -> bool:
     """FAB roles: read needs "can read on Approvals", deciding "can edit on Approvals".
 
     SimpleAuthManager ignores the method for custom views, so there any logged-in user
