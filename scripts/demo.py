@@ -38,7 +38,8 @@ def main() -> int:
     print(f"AIRFLOW_HOME={home}")
     print("setting up Airflow's database and the decision store ...", flush=True)
     stack.setup()
-    site = serve_demo_site(int(os.environ.get("HITL_DEMO_SITE_PORT", "8765")))
+    site_port = int(os.environ.get("HITL_DEMO_SITE_PORT", "8765"))
+    site = serve_demo_site(site_port)
     print("starting api-server, scheduler, dag-processor, triggerer ...", flush=True)
     stopping = False
 
@@ -52,7 +53,7 @@ def main() -> int:
         stack.start()
         stack.wait_healthy()
         stack.wait_for_dag(DAG_ID)
-        run_id = stack.trigger(DAG_ID)
+        run_id = stack.trigger(DAG_ID, {"prospect_url": f"http://127.0.0.1:{site_port}/"})
         print(f"triggered {DAG_ID} run {run_id}; waiting for it to reach the approval gate ...", flush=True)
         from hitl.store import get_store
 

@@ -39,8 +39,11 @@ def cli(stack: AirflowStack, *args: str) -> tuple[int, str]:
     return result.returncode, (result.stdout + result.stderr).strip()
 
 
-def outbox(stack: AirflowStack) -> list[Path]:
-    return sorted((stack.home / "outbox").glob("*.eml"))
+def outbox(stack: AirflowStack, run_id: str) -> list[Path]:
+    """The .eml files this run sent (the outbox is shared by every test on this stack)."""
+    from hitl.steps.email import safe_name
+
+    return sorted((stack.home / "outbox").glob(f"*__{safe_name(run_id)}__*.eml"))
 
 
 def test_edit_and_approve_sends_exactly_the_edit_then_reject_sends_nothing(stack: AirflowStack, demo_site: str) -> None:
@@ -62,7 +65,7 @@ def test_edit_and_approve_sends_exactly_the_edit_then_reject_sends_nothing(stack
     assert code == 1 and out.startswith("already decided by alice at ")
 
     assert stack.wait_run(DAG, run_id) == "success"
-    files = outbox(stack)
+    files = outbox(stack, run_id)
     assert len(files) == 1
     sent = email.message_from_bytes(files[0].read_bytes(), policy=policy.default)
     assert sent["Subject"] == "Edited by alice" and sent["To"] == "owner@rosies-bakery.example"
@@ -75,7 +78,7 @@ def test_edit_and_approve_sends_exactly_the_edit_then_reject_sends_nothing(stack
     assert stack.wait_run(DAG, run2) == "success"
     assert stack.task_state(DAG, run2, GATE) == "skipped"
     assert stack.task_state(DAG, run2, "send_email") == "skipped"
-    assert len(outbox(stack)) == 1
+    assert outbox(stack, run2) == []
     run = stack.api("GET", f"/api/v2/dags/{DAG}/dagRuns/{run2}")
     assert "Rejected at step draft_email by alice" in (run.get("note") or "") and "Wrong prospect" in run["note"]  # type: ignore[union-attr]
 

@@ -30,7 +30,7 @@ def build_message(config: dict[str, Any]) -> EmailMessage:
     return msg
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
 
 
@@ -40,7 +40,7 @@ def _send_outbox(msg: EmailMessage, context: Any) -> dict[str, Any]:
     outbox = load_settings().outbox_dir
     outbox.mkdir(parents=True, exist_ok=True)
     ti = context["ti"]
-    path = outbox / f"{_safe(ti.dag_id)}__{_safe(ti.run_id)}__{_safe(ti.task_id)}.eml"
+    path = outbox / f"{safe_name(ti.dag_id)}__{safe_name(ti.run_id)}__{safe_name(ti.task_id)}.eml"
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(bytes(msg))
     tmp.replace(path)
