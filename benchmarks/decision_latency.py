@@ -1,0 +1,119 @@
+"""Decision -> downstream task start, ours vs Airflow 3.3's own ApprovalOperator, on one real Airflow.
+
+Starts api-server, scheduler, dag-processor and triggerer (LocalExecutor, SQLite) in a temp
+AIRFLOW_HOME, then alternates N runs of each: wait until the gate parks, decide (ours: the
+decision service, as the review page does; native: REST PATCH .../hitlDetails, as its UI
+does), and read the downstream task's start_date from the REST API.
+
+    .venv/bin/python benchmarks/decision_latency.py [--runs 20] [--store-url postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "plugins"))
+
+from hitl.stack import AirflowStack, free_port  # noqa: E402
+
+
+def wait(predicate, timeout: float = 120, every: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError("gave up waiting")
+
+
+def start_date(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> datetime | None:
+    ti = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+    return datetime.fromisoformat(ti["start_date"]) if ti.get("start_date") else None
+
+
+def ours(stack: AirflowStack, store) -> float:  # type: ignore[no-untyped-def]
+    from hitl.decisions import decide
+    from hitl.identity import Reviewer
+
+    run_id = stack.trigger("gate_latency")
+    wait(lambda: stack.task_state("gate_latency", run_id, "draft__approval") == "deferred")
+    req = store.current_for_gate("gate_latency", run_id, "draft__approval")
+    decide(store, req.id, Reviewer("alice"), "approve", channel="benchmark")
+    decided = datetime.now(UTC)
+    started = wait(lambda: start_date(stack, "gate_latency", run_id, "send"))
+    stack.wait_run("gate_latency", run_id)
+    return (started - decided).total_seconds()
+
+
+def native(stack: AirflowStack) -> float:
+    dag = "native_approval_latency"
+    run_id = stack.trigger(dag)
+    wait(lambda: stack.task_state(dag, run_id, "approve") in ("deferred", "awaiting_input"))
+    stack.api(
+        "PATCH",
+        f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+        {"chosen_options": ["Approve"], "params_input": {}},
+    )
+    decided = datetime.now(UTC)
+    started = wait(lambda: start_date(stack, dag, run_id, "send"))
+    stack.wait_run(dag, run_id)
+    return (started - decided).total_seconds()
+
+
+def summary(name: str, values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return f"{name:<42} median {statistics.median(ordered):6.2f} s   p95 {p95:6.2f} s   (n={len(ordered)}, min {ordered[0]:.2f}, max {ordered[-1]:.2f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--store-url", help="decision store (default: SQLite in the temp AIRFLOW_HOME)")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="hitl-bench-latency-"))
+    store_url = args.store_url or f"sqlite:///{home / 'hitl.db'}"
+    stack = AirflowStack(
+        home=home,
+        port=free_port(),
+        dags_folder=REPO / "benchmarks" / "dags",
+        specs_folder=REPO / "benchmarks" / "specs",
+        extra_env={"AIRFLOW__HITL__STORE_URL": store_url},
+    )
+    print(f"AIRFLOW_HOME={home}  store={store_url.split('@')[-1]}", flush=True)
+    stack.setup()
+    from hitl.store import Store
+
+    store = Store(store_url)
+    store.upgrade()
+    stack.start()
+    try:
+        stack.wait_healthy()
+        stack.wait_for_dag("gate_latency")
+        stack.wait_for_dag("native_approval_latency")
+        mine: list[float] = []
+        theirs: list[float] = []
+        for i in range(args.runs):
+            mine.append(ours(stack, store))
+            theirs.append(native(stack))
+            print(f"run {i + 1:>2}: ours {mine[-1]:5.2f} s   ApprovalOperator {theirs[-1]:5.2f} s", flush=True)
+        print()
+        print("decision -> downstream task start (LocalExecutor, SQLite metadata DB)")
+        print(summary("hitl ApprovalSensor (decision service)", mine))
+        print(summary("Airflow ApprovalOperator (REST PATCH)", theirs))
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
