@@ -71,7 +71,8 @@ def native(stack: AirflowStack) -> float:
 def summary(name: str, values: list[float]) -> str:
     ordered = sorted(values)
     p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
-    return f"{name:<42} median {statistics.median(ordered):6.2f} s   p95 {p95:6.2f} s   (n={len(ordered)}, min {ordered[0]:.2f}, max {ordered[-1]:.2f})"
+    spread = f"(n={len(ordered)}, min {ordered[0]:.2f}, max {ordered[-1]:.2f})"
+    return f"{name:<42} median {statistics.median(ordered):6.2f} s   p95 {p95:6.2f} s   {spread}"
 
 
 def main() -> int:

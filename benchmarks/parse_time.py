@@ -10,7 +10,6 @@ Airflow's default budget for a DAG file is [core] dagbag_import_timeout = 30 s.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -67,7 +66,8 @@ from dagfactory import load_yaml_dags
 g = {{}}
 load_yaml_dags(globals_dict=g, dags_folder={folder!r}, suffix=[".yml"])
 from airflow.sdk import DAG
-print(sum(isinstance(v, DAG) for v in g.values()), time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+n = sum(isinstance(v, DAG) for v in g.values())
+print(n, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
