@@ -11,6 +11,7 @@ does), and read the downstream task's start_date from the REST API.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -39,12 +40,13 @@ def start_date(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> d
     return datetime.fromisoformat(ti["start_date"]) if ti.get("start_date") else None
 
 
-def ours(stack: AirflowStack, store) -> float:  # type: ignore[no-untyped-def]
+def ours(stack: AirflowStack, store, settle: float) -> float:  # type: ignore[no-untyped-def]
     from hitl.decisions import decide
     from hitl.identity import Reviewer
 
     run_id = stack.trigger("gate_latency")
     wait(lambda: stack.task_state("gate_latency", run_id, "draft__approval") == "deferred")
+    time.sleep(settle)
     req = store.current_for_gate("gate_latency", run_id, "draft__approval")
     decide(store, req.id, Reviewer("alice"), "approve", channel="benchmark")
     decided = datetime.now(UTC)
@@ -53,10 +55,11 @@ def ours(stack: AirflowStack, store) -> float:  # type: ignore[no-untyped-def]
     return (started - decided).total_seconds()
 
 
-def native(stack: AirflowStack) -> float:
+def native(stack: AirflowStack, settle: float) -> float:
     dag = "native_approval_latency"
     run_id = stack.trigger(dag)
     wait(lambda: stack.task_state(dag, run_id, "approve") in ("deferred", "awaiting_input"))
+    time.sleep(settle)
     stack.api(
         "PATCH",
         f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
@@ -78,6 +81,7 @@ def summary(name: str, values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--settle", type=float, default=0.0, help="seconds the reviewer waits after the gate parks")
     parser.add_argument("--store-url", help="decision store (default: SQLite in the temp AIRFLOW_HOME)")
     args = parser.parse_args()
 
@@ -91,6 +95,8 @@ def main() -> int:
         extra_env={"AIRFLOW__HITL__STORE_URL": store_url},
     )
     print(f"AIRFLOW_HOME={home}  store={store_url.split('@')[-1]}", flush=True)
+    # Decide from a process configured like the api-server behind the review page (same Airflow DB).
+    os.environ.update(stack.env())
     stack.setup()
     from hitl.store import Store
 
@@ -104,11 +110,13 @@ def main() -> int:
         mine: list[float] = []
         theirs: list[float] = []
         for i in range(args.runs):
-            mine.append(ours(stack, store))
-            theirs.append(native(stack))
+            mine.append(ours(stack, store, args.settle))
+            theirs.append(native(stack, args.settle))
             print(f"run {i + 1:>2}: ours {mine[-1]:5.2f} s   ApprovalOperator {theirs[-1]:5.2f} s", flush=True)
         print()
-        print("decision -> downstream task start (LocalExecutor, SQLite metadata DB)")
+        print(
+            f"decision -> downstream task start (LocalExecutor, SQLite metadata DB, decided {args.settle:g} s after parking)"
+        )
         print(summary("hitl ApprovalSensor (decision service)", mine))
         print(summary("Airflow ApprovalOperator (REST PATCH)", theirs))
     finally:

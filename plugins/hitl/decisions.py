@@ -160,9 +160,59 @@ def decide(
         approvals = len([v for v in store.votes(req.id) if v[1] == APPROVED])
         return Outcome(current, False, f"approval {approvals} of {req.min_approvals} recorded for request {req.id}")
     log.info("request %s %s by %s via %s", req.id, current.status, reviewer.name, channel)
+    end_gate_now(current)
     if current.status == REJECTED:
         _note_rejection_on_run(current)
     return Outcome(current, True, f"request {req.id} {current.status} by {reviewer.name}")
+
+
+def end_gate_now(req: ApprovalRequest) -> bool:
+    """End the parked gate task from this process, as Airflow's own HITL endpoint does.
+
+    Where this process may use Airflow's database (the api-server behind the review page,
+    the CLI), the decision reaches the task at once instead of on the trigger's next look,
+    and even before a freshly parked trigger has been loaded by the triggerer. Elsewhere,
+    or if anything goes wrong, the trigger delivers the same event. Airflow applies only
+    the first of the two: it ends deferred task instances only.
+    """
+    try:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.trigger import handle_event_submit
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import select
+
+        from hitl.trigger import end_event
+
+        with create_session() as session:
+            ti = session.scalars(
+                select(TaskInstance)
+                .where(
+                    TaskInstance.dag_id == req.dag_id,
+                    TaskInstance.run_id == req.run_id,
+                    TaskInstance.task_id == req.gate_task_id,
+                    TaskInstance.map_index == req.map_index,
+                    TaskInstance.state == TaskInstanceState.DEFERRED,
+                )
+                .with_for_update()
+            ).one_or_none()
+            if ti is None:
+                return False
+            event = end_event(
+                request_id=req.id,
+                status=req.status,
+                decided_by=req.decided_by,
+                decided_at=req.decided_at.isoformat() if req.decided_at else None,
+                comment=req.comment,
+                final_output=req.final_output,
+                edited=req.edited_output is not None,
+            )
+            handle_event_submit(event, task_instance=ti, session=session)
+        log.info("request %s: ended gate task %s/%s at once", req.id, req.run_id, req.gate_task_id)
+        return True
+    except Exception as exc:  # the trigger delivers the decision instead
+        log.debug("request %s: leaving the gate to its trigger (%s)", req.id, exc)
+        return False
 
 
 def _note_rejection_on_run(req: ApprovalRequest) -> None:

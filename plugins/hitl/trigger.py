@@ -42,27 +42,26 @@ class ApprovalTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         self.log.info("Waiting for a decision on approval request %s", self.request_id)
         row = await self._watcher().wait(self.request_id)
-        status = row["status"]
-        decision = {
-            "request_id": self.request_id,
-            "status": status,
-            "decided_by": row["decided_by"],
-            "decided_at": row["decided_at"],
-            "comment": row["comment"],
-            "edited": row["edited_output"] is not None,
-        }
-        if status == "approved":
-            final = json.loads(row["edited_output"] if row["edited_output"] is not None else row["output"])
+        final = row["edited_output"] if row["edited_output"] is not None else row["output"]
+        event = end_event(
+            request_id=self.request_id,
+            status=row["status"],
+            decided_by=row["decided_by"],
+            decided_at=row["decided_at"],
+            comment=row["comment"],
+            final_output=json.loads(final),
+            edited=row["edited_output"] is not None,
+        )
+        if row["status"] == "approved":
             self.log.info(
                 "Approval request %s approved by %s at %s%s%s",
                 self.request_id,
                 row["decided_by"],
                 row["decided_at"],
-                " with edits" if decision["edited"] else "",
+                " with edits" if row["edited_output"] is not None else "",
                 f": {row['comment']}" if row["comment"] else "",
             )
-            yield TaskSuccessEvent(xcoms={"return_value": final, DECISION_XCOM_KEY: decision})
-        elif status == "rejected":
+        elif row["status"] == "rejected":
             self.log.info(
                 "Approval request %s REJECTED by %s at %s. Reason: %s. Downstream steps will not run.",
                 self.request_id,
@@ -70,10 +69,38 @@ class ApprovalTrigger(BaseTrigger):
                 row["decided_at"],
                 row["comment"],
             )
-            yield TaskSkippedEvent(xcoms={DECISION_XCOM_KEY: decision})
-        else:  # superseded: hand back to the worker, which finds the current request
-            yield TriggerEvent(decision)
+        yield event
 
     async def cleanup(self) -> None:
         with contextlib.suppress(Exception):
             await super().cleanup()
+
+
+def end_event(
+    *,
+    request_id: int,
+    status: str,
+    decided_by: str | None,
+    decided_at: str | None,
+    comment: str | None,
+    final_output: Any,
+    edited: bool,
+) -> TriggerEvent:
+    """The event that ends a gate: approved -> success with the output as XCom; rejected -> skipped.
+
+    A superseded request goes back to the worker (plain TriggerEvent), which finds the current one.
+    Shared by the trigger and by ``hitl.decisions``, which submits it at once where it can.
+    """
+    decision: dict[str, Any] = {
+        "request_id": request_id,
+        "status": status,
+        "decided_by": decided_by,
+        "decided_at": decided_at,
+        "comment": comment,
+        "edited": edited,
+    }
+    if status == "approved":
+        return TaskSuccessEvent(xcoms={"return_value": final_output, DECISION_XCOM_KEY: decision})
+    if status == "rejected":
+        return TaskSkippedEvent(xcoms={DECISION_XCOM_KEY: decision})
+    return TriggerEvent(decision)
