@@ -114,9 +114,7 @@ def main() -> int:
             theirs.append(native(stack, args.settle))
             print(f"run {i + 1:>2}: ours {mine[-1]:5.2f} s   ApprovalOperator {theirs[-1]:5.2f} s", flush=True)
         print()
-        print(
-            f"decision -> downstream task start (LocalExecutor, SQLite, decided {args.settle:g} s after parking)"
-        )
+        print(f"decision -> downstream task start (LocalExecutor, SQLite, decided {args.settle:g} s after parking)")
         print(summary("hitl ApprovalSensor (decision service)", mine))
         print(summary("Airflow ApprovalOperator (REST PATCH)", theirs))
     finally:
