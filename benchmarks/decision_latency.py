@@ -35,8 +35,14 @@ def wait(predicate, timeout: float = 120, every: float = 0.1):  # type: ignore[n
     raise TimeoutError("gave up waiting")
 
 
+class GateFailed(Exception):
+    pass
+
+
 def start_date(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> datetime | None:
     ti = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+    if ti.get("state") in ("upstream_failed", "skipped", "failed"):
+        raise GateFailed(f"{dag_id} {run_id}: {task_id} is {ti['state']}")
     return datetime.fromisoformat(ti["start_date"]) if ti.get("start_date") else None
 
 
@@ -72,7 +78,7 @@ def native(stack: AirflowStack, settle: float) -> float:
 
 
 def summary(name: str, values: list[float]) -> str:
-    ordered = sorted(values)
+    ordered = sorted(values) or [float("nan")]
     p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
     spread = f"(n={len(ordered)}, min {ordered[0]:.2f}, max {ordered[-1]:.2f})"
     return f"{name:<42} median {statistics.median(ordered):6.2f} s   p95 {p95:6.2f} s   {spread}"
@@ -81,7 +87,7 @@ def summary(name: str, values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--settle", type=float, default=0.0, help="seconds the reviewer waits after the gate parks")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds the reviewer waits after the gate parks")
     parser.add_argument("--store-url", help="decision store (default: SQLite in the temp AIRFLOW_HOME)")
     args = parser.parse_args()
 
@@ -109,14 +115,26 @@ def main() -> int:
         stack.wait_for_dag("native_approval_latency")
         mine: list[float] = []
         theirs: list[float] = []
+        failed = {"ours": 0, "native": 0}
         for i in range(args.runs):
-            mine.append(ours(stack, store, args.settle))
-            theirs.append(native(stack, args.settle))
-            print(f"run {i + 1:>2}: ours {mine[-1]:5.2f} s   ApprovalOperator {theirs[-1]:5.2f} s", flush=True)
+            for name, measure, into in (
+                ("ours", lambda: ours(stack, store, args.settle), mine),
+                ("native", lambda: native(stack, args.settle), theirs),
+            ):
+                try:
+                    into.append(measure())
+                except GateFailed as exc:
+                    failed[name] += 1
+                    print(f"run {i + 1:>2}: {name} FAILED: {exc}", flush=True)
+            print(
+            last = theirs[-1] if theirs else float("nan")
+            print(f"run {i + 1:>2}: ours {mine[-1]:5.2f} s   ApprovalOperator {last:5.2f} s", flush=True)
+                flush=True,
+            )
         print()
         print(f"decision -> downstream task start (LocalExecutor, SQLite, decided {args.settle:g} s after parking)")
-        print(summary("hitl ApprovalSensor (decision service)", mine))
-        print(summary("Airflow ApprovalOperator (REST PATCH)", theirs))
+        print(summary("hitl ApprovalSensor (decision service)", mine) + f"   gate failed {failed['ours']}x")
+        print(summary("Airflow ApprovalOperator (REST PATCH)", theirs) + f"   gate failed {failed['native']}x")
     finally:
         stack.stop()
     return 0
