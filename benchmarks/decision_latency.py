@@ -126,11 +126,8 @@ def main() -> int:
                 except GateFailed as exc:
                     failed[name] += 1
                     print(f"run {i + 1:>2}: {name} FAILED: {exc}", flush=True)
-            print(
             last = theirs[-1] if theirs else float("nan")
             print(f"run {i + 1:>2}: ours {mine[-1]:5.2f} s   ApprovalOperator {last:5.2f} s", flush=True)
-                flush=True,
-            )
         print()
         print(f"decision -> downstream task start (LocalExecutor, SQLite, decided {args.settle:g} s after parking)")
         print(summary("hitl ApprovalSensor (decision service)", mine) + f"   gate failed {failed['ours']}x")
