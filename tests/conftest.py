@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,39 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-un
     s.upgrade()
     yield s
     s.engine.dispose()
+
+
+class SmtpInbox:
+    """What a real SMTP server on loopback (aiosmtpd) received."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import email
+        from email import policy
+
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpInbox]:
+    """An SMTP server on loopback, reachable as Airflow connections ``smtp_test`` and ``smtp_default``."""
+    import json
+
+    from aiosmtpd.controller import Controller
+
+    from hitl.stack import free_port
+
+    inbox = SmtpInbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    conn = json.dumps(
+        {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": {"disable_ssl": True, "disable_tls": True}}
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_TEST", conn)
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", conn)
+    yield inbox
+    controller.stop()

@@ -77,6 +77,12 @@ def build_dag(loaded: LoadedSpec) -> Any:
                     min_approvals=step.gate.min_approvals,
                     allow_self_approval=step.gate.allow_self_approval,
                     gate_timeout=timedelta(seconds=step.gate.timeout_seconds) if step.gate.timeout_seconds else None,
+                    workflow_owner=spec.owner,
+                    notify=spec.notify.model_dump(exclude_none=True),
+                    remind_after=step.gate.remind_after,
+                    escalate_after=step.gate.escalate_after,
+                    escalate_to=step.gate.escalate_to,
+                    expire_after=step.gate.expire_after,
                 )
                 task >> gate
                 outputs[step.id] = gate
@@ -117,9 +123,32 @@ def build_invalid_dag(loaded: LoadedSpec) -> Any:
     return dag
 
 
+MONITOR_DAG_ID = "hitl_monitor"
+
+
+def build_monitor_dag() -> Any:
+    """Reminds, escalates and expires pending requests whose spec asks for it (see hitl.monitor)."""
+    from airflow.sdk import DAG
+
+    from hitl.monitor import SweepOperator, monitor_interval
+
+    with DAG(
+        dag_id=MONITOR_DAG_ID,
+        description="Approval gates: reminders, escalation, expiry, and retrying failed notifications",
+        schedule=monitor_interval(),
+        start_date=DEFAULT_START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["hitl"],
+    ) as dag:
+        SweepOperator(task_id="sweep", retries=1)
+    return dag
+
+
 def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build every spec under ``specs_dir``; put the DAGs in ``target`` (the DAG file's globals)."""
-    dags: dict[str, Any] = {}
+    monitor = build_monitor_dag()
+    dags: dict[str, Any] = {monitor.dag_id: monitor}
     for loaded in load_specs([Path(specs_dir)]):
         if loaded.ok:
             try:

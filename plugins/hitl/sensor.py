@@ -32,6 +32,12 @@ class ApprovalSensor(BaseOperator):
         allow_self_approval: bool = True,
         gate_timeout: timedelta | None = None,
         poll_interval: float | None = None,
+        workflow_owner: str | None = None,
+        notify: dict[str, Any] | None = None,
+        remind_after: int | None = None,
+        escalate_after: int | None = None,
+        escalate_to: list[dict[str, str]] | None = None,
+        expire_after: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -43,6 +49,12 @@ class ApprovalSensor(BaseOperator):
         self.allow_self_approval = allow_self_approval
         self.gate_timeout = gate_timeout
         self.poll_interval = poll_interval
+        self.workflow_owner = workflow_owner
+        self.notify = dict(notify or {})
+        self.remind_after = remind_after
+        self.escalate_after = escalate_after
+        self.escalate_to = list(escalate_to or [])
+        self.expire_after = expire_after
 
     def execute(self, context: Any) -> Any:
         from hitl.store import APPROVED, PENDING, REJECTED, GateRequest, get_store
@@ -68,6 +80,12 @@ class ApprovalSensor(BaseOperator):
                 min_approvals=self.min_approvals,
                 allow_self_approval=self.allow_self_approval,
                 triggered_by=getattr(dag_run, "triggering_user_name", None),
+                owner=self.workflow_owner,
+                notify=self.notify,
+                remind_after=self.remind_after,
+                escalate_after=self.escalate_after,
+                escalate_to=self.escalate_to,
+                expire_after=self.expire_after,
             )
         )
         if created:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import json
-from collections.abc import Iterator
 from email import policy
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,32 +45,7 @@ def test_outbox_writes_one_rfc5322_file_and_a_retry_sends_nothing(ctx: dict[str,
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    from aiosmtpd.controller import Controller
-
-    from hitl.stack import free_port
-
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": {"disable_ssl": True, "disable_tls": True}}
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_TEST", json.dumps(conn))
-    yield inbox
-    controller.stop()
-
-
-def test_smtp_sends_through_the_providers_hook_once(ctx: dict[str, Any], smtp_server: Inbox) -> None:
+def test_smtp_sends_through_the_providers_hook_once(ctx: dict[str, Any], smtp_server: Any) -> None:
     out = email_step.run({**MESSAGE, "transport": "smtp", "connId": "smtp_test"}, ctx)
     assert out["sent"] is True
     assert len(smtp_server.messages) == 1

@@ -210,3 +210,25 @@ def test_bulk_approve_decides_each_and_reports_each(as_user: Any, ui_store: Stor
     assert f"#{not_mine.id}: alice is not an approver" in page
     events = [e.event for r in mine for e in ui_store.history(r.id)]
     assert events.count("approved") == 3
+
+
+def test_signed_link_opens_the_action_and_a_tampered_one_decides_nothing(
+    as_user: Any, ui_store: Store, monkeypatch: Any
+) -> None:
+    from urllib.parse import urlparse
+
+    from hitl.notify.links import review_url
+
+    monkeypatch.setenv("AIRFLOW__HITL__SECRET_KEY", "test-link-secret")
+    req, _ = ui_store.record_request(gate())
+    link = urlparse(review_url(req.id, "approve"))
+    path = link.path.removeprefix("/pluginsv2/hitl") + "?" + link.query
+    alice = as_user("alice")
+    page = alice.get(path).get_data(as_text=True)
+    assert 'id="link-action"' in page and 'id="approve" autofocus' in page
+    assert ui_store.get(req.id).status == PENDING  # type: ignore[union-attr]  # opening a link decides nothing
+    tampered = alice.get(path[:-3] + ("xyz" if not path.endswith("xyz") else "abc"))
+    assert tampered.status_code == 400 and "This link is not valid" in tampered.get_data(as_text=True)
+    other = alice.get(path.replace("action=approve", "action=reject"))
+    assert other.status_code == 400 and "another request or action" in other.get_data(as_text=True)
+    assert as_user(None).get(path).status_code == 302  # still needs a login

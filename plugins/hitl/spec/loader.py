@@ -55,6 +55,10 @@ class GateSpec:
     min_approvals: int
     allow_self_approval: bool
     timeout_seconds: int | None
+    remind_after: int | None = None
+    escalate_after: int | None = None
+    escalate_to: list[dict[str, str]] = field(default_factory=list)
+    expire_after: int | None = None
 
 
 @dataclass
@@ -308,20 +312,30 @@ def _check_step(check: _Checker, step: Step, i: int) -> StepSpec:
 def _gate(check: _Checker, cond: Conditions, i: int) -> GateSpec | None:
     if not cond.approvalRequired:
         return None
-    timeout = None
-    if cond.timeout is not None:
-        timeout = duration_seconds(cond.timeout)
-        if timeout is None:
+    durations: dict[str, int | None] = {}
+    for key in ("timeout", "remindAfter", "escalateAfter", "expireAfter"):
+        raw = getattr(cond, key)
+        durations[key] = duration_seconds(raw) if raw is not None else None
+        if raw is not None and durations[key] is None:
             check.error(
-                ("steps", i, "next", "conditions", "timeout"),
-                f"must be a duration like '30m', '48h' or '7d', got {cond.timeout!r}",
+                ("steps", i, "next", "conditions", key),
+                f"must be a duration like '30m', '48h' or '7d', got {raw!r}",
             )
+    timeout = durations["timeout"]
+    if cond.escalateAfter is not None and not cond.escalateTo:
+        check.error(
+            ("steps", i, "next", "conditions", "escalateTo"), "escalateAfter needs escalateTo: who to escalate to"
+        )
+    if cond.escalateTo and cond.escalateAfter is None:
+        check.error(
+            ("steps", i, "next", "conditions", "escalateAfter"), "escalateTo needs escalateAfter: when to escalate"
+        )
     seen: set[tuple[str, str]] = set()
     for j, approver in enumerate(cond.approvers):
-        key = next(iter(approver.as_dict().items()))
-        if key in seen:
-            check.error(("steps", i, "next", "conditions", "approvers", j), f"approver {key[1]!r} is listed twice")
-        seen.add(key)
+        entry = next(iter(approver.as_dict().items()))
+        if entry in seen:
+            check.error(("steps", i, "next", "conditions", "approvers", j), f"approver {entry[1]!r} is listed twice")
+        seen.add(entry)
     only_people = cond.approvers and all("role" not in a.as_dict() for a in cond.approvers)
     if only_people and cond.minApprovals > len(cond.approvers):
         check.error(
@@ -334,6 +348,10 @@ def _gate(check: _Checker, cond: Conditions, i: int) -> GateSpec | None:
         min_approvals=cond.minApprovals,
         allow_self_approval=cond.allowSelfApproval,
         timeout_seconds=timeout,
+        remind_after=durations["remindAfter"],
+        escalate_after=durations["escalateAfter"],
+        escalate_to=[a.as_dict() for a in cond.escalateTo],
+        expire_after=durations["expireAfter"],
     )
 
 

@@ -40,7 +40,22 @@ class Conditions(Strict):
     approvers: list[Approver] = Field(default_factory=list)
     minApprovals: int = Field(default=1, ge=1, le=20)
     allowSelfApproval: bool = True
-    timeout: str | None = Field(default=None, description="e.g. '48h'; waits indefinitely when absent")
+    timeout: str | None = Field(default=None, description="e.g. '48h'; the gate task fails after it")
+    remindAfter: str | None = None
+    escalateAfter: str | None = None
+    escalateTo: list[Approver] = Field(default_factory=list)
+    expireAfter: str | None = None
+    onExpire: Literal["reject"] = "reject"
+
+
+class SlackNotify(Strict):
+    connId: str = Field(min_length=1)
+    channel: str | None = None
+
+
+class Notify(Strict):
+    email: bool = True
+    slack: SlackNotify | None = None
 
 
 class Next(Strict):
@@ -65,6 +80,7 @@ class WorkflowSpec(Strict):
     start_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}")
     tags: list[str] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
+    notify: Notify = Field(default_factory=Notify)
     steps: list[dict[str, Any]] = Field(min_length=1)
 
 

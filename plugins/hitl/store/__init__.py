@@ -66,6 +66,12 @@ class GateRequest:
     min_approvals: int = 1
     allow_self_approval: bool = True
     triggered_by: str | None = None
+    owner: str | None = None
+    notify: dict[str, Any] = field(default_factory=dict)
+    remind_after: int | None = None
+    escalate_after: int | None = None
+    escalate_to: list[dict[str, str]] = field(default_factory=list)
+    expire_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,15 @@ class ApprovalRequest:
     comment: str | None
     edited_output: Any | None
     superseded_by: int | None
+    owner: str | None = None
+    notify: dict[str, Any] = field(default_factory=dict)
+    remind_after: int | None = None
+    escalate_after: int | None = None
+    escalate_to: list[dict[str, str]] = field(default_factory=list)
+    expire_after: int | None = None
+    reminders: int = 0
+    reminded_at: datetime | None = None
+    escalated_at: datetime | None = None
 
     @property
     def final_output(self) -> Any:
@@ -100,10 +115,7 @@ class ApprovalRequest:
         return self.edited_output if self.edited_output is not None else self.output
 
     def as_dict(self) -> dict[str, Any]:
-        data = self.__dict__.copy()
-        for key in ("created_at", "decided_at"):
-            data[key] = data[key].isoformat() if data[key] else None
-        return data
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in self.__dict__.items()}
 
     @classmethod
     def from_row(cls, row: Any) -> ApprovalRequest:
@@ -132,6 +144,15 @@ class ApprovalRequest:
             comment=m["comment"],
             edited_output=json.loads(m["edited_output"]) if m["edited_output"] is not None else None,
             superseded_by=m["superseded_by"],
+            owner=m["owner"],
+            notify=json.loads(m["notify"] or "{}"),
+            remind_after=m["remind_after"],
+            escalate_after=m["escalate_after"],
+            escalate_to=json.loads(m["escalate_to"] or "[]"),
+            expire_after=m["expire_after"],
+            reminders=m["reminders"] or 0,
+            reminded_at=_aware(m["reminded_at"]),
+            escalated_at=_aware(m["escalated_at"]),
         )
 
 
@@ -205,6 +226,13 @@ class Store:
                     triggered_by=gate.triggered_by,
                     status=PENDING,
                     created_at=now,
+                    owner=gate.owner,
+                    notify=canonical_json(gate.notify),
+                    remind_after=gate.remind_after,
+                    escalate_after=gate.escalate_after,
+                    escalate_to=canonical_json(gate.escalate_to),
+                    expire_after=gate.expire_after,
+                    reminders=0,
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             conn.execute(

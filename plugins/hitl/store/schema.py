@@ -44,6 +44,16 @@ approval_request = Table(
     Column("comment", Text),
     Column("edited_output", Text),  # JSON, when edited & approved
     Column("superseded_by", Integer),
+    # 0003: who owns the workflow, how to notify, and the gate's time bounds (seconds; NULL = never)
+    Column("owner", String(250)),
+    Column("notify", Text, nullable=False, default="{}"),
+    Column("remind_after", Integer),
+    Column("escalate_after", Integer),
+    Column("escalate_to", Text, nullable=False, default="[]"),
+    Column("expire_after", Integer),
+    Column("reminders", Integer, nullable=False, default=0),
+    Column("reminded_at", DateTime(timezone=True)),
+    Column("escalated_at", DateTime(timezone=True)),
     Index("ix_hitl_request_status_created", "status", "created_at"),
     Index("ix_hitl_request_dag_status_created", "dag_id", "status", "created_at"),
     Index("ix_hitl_request_gate", "dag_id", "run_id", "gate_task_id", "map_index"),

@@ -162,6 +162,16 @@ class ApprovalsView(BaseView):
         who = self._user()
         if isinstance(who, BaseResponse):
             return who
+        token = request.args.get("t")
+        if token is not None:  # a signed link from an email or Slack message
+            from hitl.notify.links import LinkError, check_token
+
+            try:
+                check_token(token, request_id, request.args.get("action", "review"))
+            except LinkError as exc:
+                return self._page(
+                    "link_error.html", status=400, reviewer=who[1], message=str(exc), request_id=request_id
+                )
         return self._review_page(request_id, who[1])
 
     @expose("/request/<int:request_id>/decide", methods=["POST"])

@@ -1,0 +1,108 @@
+"""Email notifications against a real SMTP server on loopback, and signed one-click links."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from helpers import gate
+from hitl.notify import notify_requested
+from hitl.notify.links import LinkError, check_token, make_token, review_url
+from hitl.store import PENDING, Store, _store_for
+
+
+@pytest.fixture(autouse=True)
+def _settings(monkeypatch: pytest.MonkeyPatch, sqlite_store: Store) -> None:
+    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", sqlite_store.url)
+    monkeypatch.setenv("AIRFLOW__HITL__SECRET_KEY", "test-link-secret")
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080")
+    monkeypatch.setenv("AIRFLOW__HITL__USER_EMAILS", "alice:alice@example.com,bob:bob@example.com")
+    _store_for.cache_clear()
+
+
+def links_in(message: Any) -> list[str]:
+    body = message.get_body(preferencelist=("html", "plain")).get_content()
+    return [h.replace("&amp;", "&") for h in re.findall(r'href="([^"]+)"', body)]
+
+
+def test_one_email_per_request_with_a_working_signed_link(sqlite_store: Store, smtp_server: Any) -> None:
+    req, _ = sqlite_store.record_request(gate())
+    assert notify_requested(req, sqlite_store)["email"] == "sent"
+    assert notify_requested(req, sqlite_store)["email"] == "already"  # a retry sends nothing
+    assert len(smtp_server.messages) == 1
+    msg = smtp_server.messages[0]
+    assert msg["To"] == "alice@example.com"
+    assert msg["Subject"] == "[Approval needed] outreach / draft_email: To owner@shop.example: Hello"
+    review, approve, reject = links_in(msg)
+    for link, action in ((review, "review"), (approve, "approve"), (reject, "reject")):
+        url = urlparse(link)
+        assert (
+            f"{url.scheme}://{url.netloc}{url.path}" == f"http://airflow.example:8080/pluginsv2/hitl/request/{req.id}"
+        )
+        query = parse_qs(url.query)
+        assert query["action"] == [action]
+        check_token(query["t"][0], req.id, action)  # does not raise
+    events = [e.event for e in sqlite_store.history(req.id)]
+    assert events.count("notified") == 2  # dashboard + email, once each
+
+
+def test_dead_smtp_server_leaves_the_gate_waiting_and_audits_the_failure(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch, smtp_server: Any
+) -> None:
+    dead = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": 9,
+        "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 1, "timeout": 2},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(dead))
+    req, _ = sqlite_store.record_request(gate())
+    outcome = notify_requested(req, sqlite_store)
+    assert outcome["email"].startswith("failed: ")
+    assert sqlite_store.get(req.id).status == PENDING  # type: ignore[union-attr]
+    failure = [e for e in sqlite_store.history(req.id) if e.event == "notify_failed"]
+    assert len(failure) == 1 and failure[0].detail["channel"] == "email"
+    # The server is back: the monitor's sweep announces the request once.
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", __import__("os").environ["AIRFLOW_CONN_SMTP_TEST"])
+    from hitl.monitor import sweep
+
+    assert sweep(sqlite_store)["renotified"] == [req.id]
+    assert len(smtp_server.messages) == 1
+    sweep(sqlite_store)
+    assert len(smtp_server.messages) == 1
+
+
+def test_no_smtp_connection_is_skipped_not_failed(sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
+    monkeypatch.setenv("AIRFLOW__HITL__SMTP_CONN_ID", "no_such_smtp")
+    req, _ = sqlite_store.record_request(gate())
+    assert notify_requested(req, sqlite_store)["email"] == "skipped: no SMTP connection 'no_such_smtp'"
+    assert not [e for e in sqlite_store.history(req.id) if e.event == "notify_failed"]
+
+
+def test_recipients_by_email_user_and_owner(sqlite_store: Store, smtp_server: Any) -> None:
+    by_email, _ = sqlite_store.record_request(
+        gate(run_id="1", approvers=[{"email": "lead@example.com"}, {"userId": "bob"}])
+    )
+    notify_requested(by_email, sqlite_store)
+    owner_only, _ = sqlite_store.record_request(gate(run_id="2", approvers=[{"role": "Op"}], owner="sales@example.com"))
+    notify_requested(owner_only, sqlite_store)
+    assert [m["To"] for m in smtp_server.messages] == ["lead@example.com, bob@example.com", "sales@example.com"]
+
+
+def test_tampered_expired_and_mismatched_tokens_are_refused() -> None:
+    token = make_token(7, "approve")
+    check_token(token, 7, "approve")
+    with pytest.raises(LinkError, match="not valid"):
+        check_token(token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1], 7, "approve")
+    with pytest.raises(LinkError, match="another request or action"):
+        check_token(token, 8, "approve")
+    with pytest.raises(LinkError, match="another request or action"):
+        check_token(token, 7, "reject")
+    with pytest.raises(LinkError, match="expired"):
+        check_token(token, 7, "approve", max_age=-1)
+    assert "action=reject" in review_url(7, "reject")
