@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,8 +54,8 @@ def ours(stack: AirflowStack, store, settle: float) -> float:  # type: ignore[no
     wait(lambda: stack.task_state("gate_latency", run_id, "draft__approval") == "deferred")
     time.sleep(settle)
     req = store.current_for_gate("gate_latency", run_id, "draft__approval")
-    decide(store, req.id, Reviewer("alice"), "approve", channel="benchmark")
-    decided = datetime.now(UTC)
+    outcome = decide(store, req.id, Reviewer("alice"), "approve", channel="benchmark")
+    decided = outcome.request.decided_at  # committed in the store: from here on every reader sees it
     started = wait(lambda: start_date(stack, "gate_latency", run_id, "send"))
     stack.wait_run("gate_latency", run_id)
     return (started - decided).total_seconds()
@@ -66,12 +66,12 @@ def native(stack: AirflowStack, settle: float) -> float:
     run_id = stack.trigger(dag)
     wait(lambda: stack.task_state(dag, run_id, "approve") in ("deferred", "awaiting_input"))
     time.sleep(settle)
-    stack.api(
+    answer = stack.api(
         "PATCH",
         f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
         {"chosen_options": ["Approve"], "params_input": {}},
     )
-    decided = datetime.now(UTC)
+    decided = datetime.fromisoformat(answer["responded_at"])  # set by the server as it records the answer
     started = wait(lambda: start_date(stack, dag, run_id, "send"))
     stack.wait_run(dag, run_id)
     return (started - decided).total_seconds()
