@@ -134,3 +134,75 @@ def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpInbox]:
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", conn)
     yield inbox
     controller.stop()
+
+
+class FakeSlack:
+    """A local HTTP server speaking the parts of Slack's webhook and Web API that we use."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.calls: list[tuple[str, Any]] = []
+        self.emails: dict[str, str] = {}
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import json
+                from urllib.parse import parse_qs
+
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                if "json" in (self.headers.get("Content-Type") or ""):
+                    body: Any = json.loads(raw or "{}")
+                else:
+                    body = {k: v[0] for k, v in parse_qs(raw).items()}
+                fake.calls.append((self.path, body))
+                if self.path.startswith("/services/"):
+                    answer, kind = b"ok", "text/plain"
+                elif self.path == "/api/chat.postMessage":
+                    answer, kind = (
+                        json.dumps({"ok": True, "channel": "C123", "ts": "1700000000.000100"}).encode(),
+                        "application/json",
+                    )
+                elif self.path == "/api/users.info":
+                    user = body.get("user")
+                    answer = json.dumps(
+                        {"ok": True, "user": {"id": user, "profile": {"email": fake.emails.get(user, "")}}}
+                    ).encode()
+                    kind = "application/json"
+                else:
+                    answer, kind = b"ok", "text/plain"
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def posted(self, path: str) -> list[Any]:
+        return [body for p, body in self.calls if p == path]
+
+
+@pytest.fixture
+def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
+    """Airflow connections ``slack_hook`` (incoming webhook) and ``slack_bot`` (bot token) pointing at FakeSlack."""
+    import json
+
+    slack = FakeSlack()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_HOOK",
+        json.dumps({"conn_type": "slackwebhook", "password": f"{slack.url}/services/T000/B000/XXXX"}),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_BOT",
+        json.dumps({"conn_type": "slack", "password": "xoxb-test-token", "extra": {"base_url": f"{slack.url}/api/"}}),
+    )
+    yield slack
+    slack.server.shutdown()

@@ -52,7 +52,14 @@ class ApprovalsView(BaseView):
     default_view = "inbox"
     template_folder = str(Path(__file__).parent / "templates")
     class_permission_name = RESOURCE
-    method_permission_name = {"inbox": "read", "review": "read", "badge": "read", "decide_one": "edit", "bulk": "edit"}
+    method_permission_name = {
+        "inbox": "read",
+        "review": "read",
+        "badge": "read",
+        "decide_one": "edit",
+        "bulk": "edit",
+        "slack_actions": "edit",
+    }
     base_permissions = ["can_read", "can_edit"]
 
     # -- helpers ------------------------------------------------------------------------
@@ -224,3 +231,26 @@ class ApprovalsView(BaseView):
             except DecisionError as exc:
                 flash(f"#{request_id}: {exc}", "error")
         return redirect(request.form.get("back") or url_for("ApprovalsView.inbox"))
+
+    # -- Slack's interactive buttons ----------------------------------------------------
+    @expose("/slack/actions", methods=["POST"])
+    def slack_actions(self) -> Any:
+        """Called by Slack, not a browser: authenticated by Slack's signature, so exempt from CSRF."""
+        from hitl.notify.slack import SlackRefusal, handle_action
+
+        try:
+            return jsonify(handle_action(request.get_data(as_text=True), request.form, request.headers))
+        except SlackRefusal as exc:
+            return jsonify({"response_type": "ephemeral", "text": str(exc)}), exc.status
+
+
+def _exempt_slack_from_csrf() -> None:
+    try:
+        from airflow.providers.fab.www.app import csrf
+
+        csrf.exempt(f"{__name__}.slack_actions")
+    except Exception:  # pragma: no cover - no FAB www app in this process
+        pass
+
+
+_exempt_slack_from_csrf()

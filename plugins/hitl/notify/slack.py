@@ -1,0 +1,217 @@
+"""Slack: the request's summary with Approve / Reject, and the endpoint Slack's buttons call.
+
+An incoming-webhook connection (conn type ``slackwebhook``) posts link buttons to signed
+review links. A bot-token connection (conn type ``slack``) with ``[hitl]
+slack_signing_secret`` set posts real interactive buttons: Slack calls
+``/pluginsv2/hitl/slack/actions``, which checks Slack's request signature (slack_sdk),
+maps the Slack user to an Airflow user by email, decides through the decision service
+(approver rules apply) and rewrites the message with the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from typing import Any
+
+from hitl.config import _conf_get
+from hitl.store import ApprovalRequest
+
+log = logging.getLogger(__name__)
+APPROVE, REJECT = "hitl_approve", "hitl_reject"
+MAX_AGE_SECONDS = 300  # Slack's own guidance for replayed requests
+
+
+def signing_secret() -> str:
+    return _conf_get("hitl", "slack_signing_secret", "")
+
+
+def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[str, list[dict[str, Any]]]:
+    from hitl.notify import message_text
+
+    review, approve, reject, summary = message_text(req)
+    title = {"requested": "Approval needed", "escalated": "Escalated: approval needed"}.get(
+        occasion, "Reminder: approval needed"
+    )
+    text = f"{title}: {req.dag_id} / {req.step_id}: {summary}"
+    if interactive:
+        buttons = [
+            {
+                "type": "button",
+                "action_id": APPROVE,
+                "value": str(req.id),
+                "style": "primary",
+                "text": {"type": "plain_text", "text": req.approve_label},
+            },
+            {
+                "type": "button",
+                "action_id": REJECT,
+                "value": str(req.id),
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Reject"},
+            },
+            {
+                "type": "button",
+                "action_id": "hitl_review",
+                "url": review,
+                "text": {"type": "plain_text", "text": "Review"},
+            },
+        ]
+    else:
+        buttons = [
+            {
+                "type": "button",
+                "action_id": "hitl_approve_link",
+                "url": approve,
+                "style": "primary",
+                "text": {"type": "plain_text", "text": req.approve_label},
+            },
+            {
+                "type": "button",
+                "action_id": "hitl_reject_link",
+                "url": reject,
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Reject"},
+            },
+            {
+                "type": "button",
+                "action_id": "hitl_review",
+                "url": review,
+                "text": {"type": "plain_text", "text": "Review"},
+            },
+        ]
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"*{title}*: `{req.dag_id}` / `{req.step_id}` (run {req.run_id})\n{summary}",
+            },
+        },
+        {"type": "actions", "block_id": f"hitl_request_{req.id}", "elements": buttons},
+    ]
+    return text, blocks
+
+
+def post_request(req: ApprovalRequest, occasion: str, cfg: dict[str, str]) -> dict[str, Any]:
+    from airflow.sdk import BaseHook
+
+    conn_id = cfg["connId"]
+    conn = BaseHook.get_connection(conn_id)
+    if conn.conn_type == "slackwebhook":
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        text, blocks = blocks_for(req, occasion, interactive=False)
+        SlackWebhookHook(slack_webhook_conn_id=conn_id).send(text=text, blocks=blocks)
+        return {"via": "webhook"}
+    from airflow.providers.slack.hooks.slack import SlackHook
+
+    text, blocks = blocks_for(req, occasion, interactive=bool(signing_secret()))
+    channel = cfg.get("channel") or _conf_get("hitl", "slack_channel", "")
+    sent = SlackHook(slack_conn_id=conn_id).client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+    return {"via": "bot", "slack_channel": sent.get("channel"), "ts": sent.get("ts")}
+
+
+# -- the action endpoint's logic (the Flask route lives in hitl.views.approvals) ----------------
+class SlackRefusal(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def verify(body: str, headers: Any, now: float | None = None) -> None:
+    from slack_sdk.signature import Clock, SignatureVerifier
+
+    class FixedClock(Clock):
+        def now(self) -> float:
+            return float(now_ts)
+
+    secret = signing_secret()
+    if not secret:
+        raise SlackRefusal(404, "Slack actions are not configured ([hitl] slack_signing_secret)")
+    timestamp = headers.get("X-Slack-Request-Timestamp", "")
+    signature = headers.get("X-Slack-Signature", "")
+    now_ts = time.time() if now is None else now
+    if not timestamp.isdigit() or abs(now_ts - int(timestamp)) > MAX_AGE_SECONDS:
+        raise SlackRefusal(401, "stale or missing request timestamp")
+    verifier = SignatureVerifier(secret, clock=FixedClock())
+    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+        raise SlackRefusal(401, "invalid Slack signature")
+
+
+def slack_user_email(user_id: str) -> str | None:
+    from airflow.providers.slack.hooks.slack import SlackHook
+
+    conn_id = _conf_get("hitl", "slack_conn_id", "")
+    if not conn_id:
+        return None
+    info = SlackHook(slack_conn_id=conn_id).client.users_info(user=user_id)
+    return (info.get("user") or {}).get("profile", {}).get("email")
+
+
+def reviewer_for_email(email: str) -> Any:
+    """The Airflow user with this email: FAB's users, else ``[hitl] user_emails`` with SimpleAuthManager roles."""
+    from hitl.identity import Reviewer, lookup_reviewer
+
+    try:
+        from airflow.providers.fab.auth_manager.models import User
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            user = session.query(User).filter(User.email.ilike(email)).one_or_none()
+            if user is not None:
+                return Reviewer(user.username, user.email, frozenset(r.name.lower() for r in user.roles))
+    except Exception:
+        pass
+    for pair in _conf_get("hitl", "user_emails", "").split(","):
+        name, _, mail = pair.partition(":")
+        if mail.strip().lower() == email.lower():
+            found = lookup_reviewer(name.strip())
+            return Reviewer(found.name, email, found.roles)
+    return None
+
+
+def handle_action(body: str, form: Any, headers: Any, now: float | None = None) -> dict[str, Any]:
+    """Verify, decide, and rewrite the message. Returns the JSON answer for Slack (shown to the clicker)."""
+    from hitl.decisions import DecisionError, decide
+    from hitl.store import get_store
+
+    verify(body, headers, now)
+    payload = json.loads(form.get("payload", "{}"))
+    action = (payload.get("actions") or [{}])[0]
+    if action.get("action_id") not in (APPROVE, REJECT):
+        return {"response_type": "ephemeral", "text": "Nothing to do for this button."}
+    request_id = int(action.get("value", "0"))
+    slack_user = (payload.get("user") or {}).get("id", "")
+    email = slack_user_email(slack_user)
+    reviewer = reviewer_for_email(email) if email else None
+    if reviewer is None:
+        raise SlackRefusal(200, f"Your Slack account ({email or slack_user}) is not linked to an Airflow user.")
+    verb = "approve" if action["action_id"] == APPROVE else "reject"
+    try:
+        outcome = decide(
+            get_store(),
+            request_id,
+            reviewer,
+            verb,  # type: ignore[arg-type]
+            comment=None if verb == "approve" else f"Rejected in Slack by {reviewer.name}",
+            channel="slack",
+        )
+    except DecisionError as exc:
+        return {"response_type": "ephemeral", "replace_original": False, "text": str(exc)}
+    req = outcome.request
+    text = f"{req.dag_id} / {req.step_id}: {outcome.message}"
+    if payload.get("response_url"):
+        _post_json(payload["response_url"], {"replace_original": True, "text": text})
+    return {"response_type": "ephemeral", "replace_original": False, "text": text}
+
+
+def _post_json(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+    except OSError as exc:  # the decision stands; the message just keeps its buttons
+        log.warning("hitl: could not update the Slack message: %s", exc)

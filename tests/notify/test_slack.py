@@ -1,0 +1,66 @@
+"""Slack messages against a local server speaking Slack's webhook and Web API shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from helpers import gate
+from hitl.notify import notify_requested
+from hitl.notify.links import check_token
+from hitl.store import Store, _store_for
+
+
+@pytest.fixture(autouse=True)
+def _settings(monkeypatch: pytest.MonkeyPatch, sqlite_store: Store) -> None:
+    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", sqlite_store.url)
+    monkeypatch.setenv("AIRFLOW__HITL__SECRET_KEY", "test-link-secret")
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080")
+    _store_for.cache_clear()
+
+
+def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return next(b for b in message["blocks"] if b["type"] == "actions")["elements"]
+
+
+def test_webhook_message_has_the_summary_and_signed_link_buttons(sqlite_store: Store, fake_slack: Any) -> None:
+    req, _ = sqlite_store.record_request(gate(notify={"email": False, "slack": {"connId": "slack_hook"}}))
+    assert notify_requested(req, sqlite_store)["slack"] == "sent"
+    assert notify_requested(req, sqlite_store)["slack"] == "already"
+    [message] = fake_slack.posted("/services/T000/B000/XXXX")
+    assert "To owner@shop.example: Hello" in message["text"]
+    assert "To owner@shop.example: Hello" in message["blocks"][0]["text"]["text"]
+    approve, reject, review = buttons(message)
+    assert approve["text"]["text"] == "Send email" and reject["text"]["text"] == "Reject"
+    for button, action in ((approve, "approve"), (reject, "reject"), (review, "review")):
+        query = parse_qs(urlparse(button["url"]).query)
+        check_token(query["t"][0], req.id, action)
+
+
+def test_bot_with_signing_secret_posts_interactive_buttons(
+    sqlite_store: Store, fake_slack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__HITL__SLACK_SIGNING_SECRET", "shh")
+    req, _ = sqlite_store.record_request(
+        gate(notify={"email": False, "slack": {"connId": "slack_bot", "channel": "#sales"}})
+    )
+    assert notify_requested(req, sqlite_store)["slack"] == "sent"
+    [message] = fake_slack.posted("/api/chat.postMessage")
+    assert message["channel"] == "#sales"
+    approve, reject, _review = buttons(message)
+    assert (approve["action_id"], approve["value"]) == ("hitl_approve", str(req.id))
+    assert (reject["action_id"], reject["value"]) == ("hitl_reject", str(req.id))
+    notified = [e for e in sqlite_store.history(req.id) if e.event == "notified" and e.detail["channel"] == "slack"]
+    assert notified[0].detail["ts"] == "1700000000.000100"
+
+
+def test_slack_down_is_audited_and_the_gate_keeps_waiting(sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_DOWN", '{"conn_type": "slackwebhook", "password": "http://127.0.0.1:9/services/x"}'
+    )
+    req, _ = sqlite_store.record_request(gate(notify={"email": False, "slack": {"connId": "slack_down"}}))
+    assert notify_requested(req, sqlite_store)["slack"].startswith("failed: ")
+    assert sqlite_store.get(req.id).status == "pending"  # type: ignore[union-attr]
+    assert [e.detail["channel"] for e in sqlite_store.history(req.id) if e.event == "notify_failed"] == ["slack"]
