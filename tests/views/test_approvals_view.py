@@ -232,3 +232,12 @@ def test_signed_link_opens_the_action_and_a_tampered_one_decides_nothing(
     other = alice.get(path.replace("action=approve", "action=reject"))
     assert other.status_code == 400 and "another request or action" in other.get_data(as_text=True)
     assert as_user(None).get(path).status_code == 302  # still needs a login
+
+
+def test_research_output_links_only_to_web_pages(as_user: Any, ui_store: Store) -> None:
+    research = {"url": "javascript:alert(1)", "title": "<b>Shop</b>", "description": "", "emails": [], "phones": [], "text": "x"}
+    req, _ = ui_store.record_request(gate(output=research, output_kind="research"))
+    page = review(as_user("alice"), req.id)
+    assert 'href="javascript:' not in page and "&lt;b&gt;Shop&lt;/b&gt;" in page
+    safe, _ = ui_store.record_request(gate(run_id="r2", output={**research, "url": "https://shop.example/"}, output_kind="research"))
+    assert 'href="https://shop.example/"' in review(as_user("alice"), safe.id)
