@@ -88,9 +88,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds the reviewer waits after the gate parks")
+    parser.add_argument("--trigger-only", action="store_true", help="leave every decision to the trigger's poll")
     parser.add_argument("--store-url", help="decision store (default: SQLite in the temp AIRFLOW_HOME)")
     args = parser.parse_args()
 
+    if args.trigger_only:
+        import hitl.decisions
+
+        hitl.decisions.END_GATE_NOW = False
     home = Path(tempfile.mkdtemp(prefix="hitl-bench-latency-"))
     store_url = args.store_url or f"sqlite:///{home / 'hitl.db'}"
     stack = AirflowStack(
@@ -130,7 +135,10 @@ def main() -> int:
             print(f"run {i + 1:>2}: ours {mine[-1]:5.2f} s   ApprovalOperator {last:5.2f} s", flush=True)
         print()
         print(f"decision -> downstream task start (LocalExecutor, SQLite, decided {args.settle:g} s after parking)")
-        print(summary("hitl ApprovalSensor (decision service)", mine) + f"   gate failed {failed['ours']}x")
+        name = (
+            "hitl ApprovalSensor (trigger poll only)" if args.trigger_only else "hitl ApprovalSensor (decision service)"
+        )
+        print(summary(name, mine) + f"   gate failed {failed['ours']}x")
         print(summary("Airflow ApprovalOperator (REST PATCH)", theirs) + f"   gate failed {failed['native']}x")
     finally:
         stack.stop()
