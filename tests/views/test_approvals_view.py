@@ -235,9 +235,10 @@ def test_signed_link_opens_the_action_and_a_tampered_one_decides_nothing(
 
 
 def test_research_output_links_only_to_web_pages(as_user: Any, ui_store: Store) -> None:
-    research = {"url": "javascript:alert(1)", "title": "<b>Shop</b>", "description": "", "emails": [], "phones": [], "text": "x"}
+    research = {"url": "javascript:alert(1)", "title": "<b>Shop</b>", "emails": [], "phones": [], "text": "x"}
     req, _ = ui_store.record_request(gate(output=research, output_kind="research"))
     page = review(as_user("alice"), req.id)
     assert 'href="javascript:' not in page and "&lt;b&gt;Shop&lt;/b&gt;" in page
-    safe, _ = ui_store.record_request(gate(run_id="r2", output={**research, "url": "https://shop.example/"}, output_kind="research"))
+    web = {**research, "url": "https://shop.example/"}
+    safe, _ = ui_store.record_request(gate(run_id="r2", output=web, output_kind="research"))
     assert 'href="https://shop.example/"' in review(as_user("alice"), safe.id)
