@@ -30,7 +30,8 @@ def test_examples_load_and_a_broken_spec_hides_nothing(specs: Path) -> None:
     bag = dagbag()
     assert bag.import_errors == {}  # type: ignore[attr-defined]
     dags = bag.dags  # type: ignore[attr-defined]
-    assert {"local_business_outreach", "every_feature", "hitl_invalid__broken_outreach"} <= set(dags)
+    assert {"local_business_outreach", "every_feature", "hitl_invalid__broken_outreach", "hitl_monitor"} <= set(dags)
+    assert [t.task_id for t in dags["hitl_monitor"].tasks] == ["sweep"]
     invalid = dags["hitl_invalid__broken_outreach"]
     assert "invalid-spec" in invalid.tags
     where = f"{specs / 'broken_outreach.yaml'}:27: steps[1].next.conditions.approvalRequired"
