@@ -1,0 +1,46 @@
+"""The review UI under FabAuthManager: FAB permissions "can read on Approvals" and "can edit on Approvals".
+
+Auth managers are process-wide, so this runs tests/views/fab_auth_probe.py in a process of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def test_fab_roles_gate_reading_and_deciding(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(tmp_path),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(tmp_path / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "fab-test-jwt-secret-0123456789abcdef",
+            "AIRFLOW__API__SECRET_KEY": "fab-test-secret",
+            "AIRFLOW__FAB__SESSION_BACKEND": "securecookie",  # as the README says for FAB
+            "AIRFLOW__HITL__STORE_URL": f"sqlite:///{tmp_path / 'hitl.db'}",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO / "tests")]),
+        }
+    )
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "hitl", "db", "upgrade"], env=env, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, str(HERE / "fab_auth_probe.py")], env=env, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert result["permissions_declared"] is True
+    assert result["rita_inbox"] == 200 and result["dave_inbox"] == 200
+    assert result["vera_inbox"] == 403  # FAB's Viewer role lacks "can read on Approvals"
+    assert result["rita_decide"] == 403, result["rita_says"]  # listed by email, but her role may only read
+    assert "rita is not an approver" in result["rita_says"]
+    assert result["dave_decide"] == 302
+    assert (result["status"], result["decided_by"]) == ("approved", "dave")
