@@ -47,29 +47,6 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(req: Any) -> dict[str, Any]:
-    return {
-        "id": req.id,
-        "dag_id": req.dag_id,
-        "run_id": req.run_id,
-        "step_id": req.step_id,
-        "map_index": req.map_index,
-        "status": req.status,
-        "output_kind": req.output_kind,
-        "output": req.output,
-        "output_hash": req.output_hash,
-        "edited_output": req.edited_output,
-        "summary": req.summary,
-        "approve_label": req.approve_label,
-        "approvers": req.approvers,
-        "created_at": req.created_at.isoformat(),
-        "decided_at": req.decided_at.isoformat() if req.decided_at else None,
-        "decided_by": req.decided_by,
-        "comment": req.comment,
-        "url": None,
-    }
-
-
 def _review_url(request_id: int) -> str:
     from hitl.config import load_settings
 
@@ -79,7 +56,7 @@ def _review_url(request_id: int) -> str:
 def _list(args: argparse.Namespace) -> int:
     reqs = _store().list_requests(status=args.status, dag_id=args.dag_id, limit=args.limit)
     if args.json:
-        rows = [{**_row(r), "url": _review_url(r.id)} for r in reqs]
+        rows = [{**r.as_dict(), "url": _review_url(r.id)} for r in reqs]
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not reqs:
@@ -95,7 +72,7 @@ def _show(args: argparse.Namespace) -> int:
     if req is None:
         print(f"no approval request {args.id}", file=sys.stderr)
         return 1
-    data = {**_row(req), "url": _review_url(req.id)}
+    data: dict[str, Any] = {**req.as_dict(), "url": _review_url(req.id)}
     data["history"] = [
         {"event": e.event, "actor": e.actor, "at": e.at.isoformat(), "detail": e.detail} for e in store.history(req.id)
     ]
@@ -172,5 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    logging.getLogger("hitl").setLevel(logging.WARNING)  # the CLI prints its own one-line results
     args = build_parser().parse_args(argv)
     return int(args.func(args))

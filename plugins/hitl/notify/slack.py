@@ -36,52 +36,29 @@ def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[
         occasion, "Reminder: approval needed"
     )
     text = f"{title}: {req.dag_id} / {req.step_id}: {summary}"
-    if interactive:
+
+    def button(action_id: str, label: str, *, style: str | None = None, url: str | None = None) -> dict[str, Any]:
+        element: dict[str, Any] = {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": label},
+        }
+        if style:
+            element["style"] = style
+        if url:
+            element["url"] = url
+        else:
+            element["value"] = str(req.id)
+        return element
+
+    if interactive:  # Slack calls our action endpoint
+        buttons = [button(APPROVE, req.approve_label, style="primary"), button(REJECT, "Reject", style="danger")]
+    else:  # signed links to the review page
         buttons = [
-            {
-                "type": "button",
-                "action_id": APPROVE,
-                "value": str(req.id),
-                "style": "primary",
-                "text": {"type": "plain_text", "text": req.approve_label},
-            },
-            {
-                "type": "button",
-                "action_id": REJECT,
-                "value": str(req.id),
-                "style": "danger",
-                "text": {"type": "plain_text", "text": "Reject"},
-            },
-            {
-                "type": "button",
-                "action_id": "hitl_review",
-                "url": review,
-                "text": {"type": "plain_text", "text": "Review"},
-            },
+            button("hitl_approve_link", req.approve_label, style="primary", url=approve),
+            button("hitl_reject_link", "Reject", style="danger", url=reject),
         ]
-    else:
-        buttons = [
-            {
-                "type": "button",
-                "action_id": "hitl_approve_link",
-                "url": approve,
-                "style": "primary",
-                "text": {"type": "plain_text", "text": req.approve_label},
-            },
-            {
-                "type": "button",
-                "action_id": "hitl_reject_link",
-                "url": reject,
-                "style": "danger",
-                "text": {"type": "plain_text", "text": "Reject"},
-            },
-            {
-                "type": "button",
-                "action_id": "hitl_review",
-                "url": review,
-                "text": {"type": "plain_text", "text": "Review"},
-            },
-        ]
+    buttons.append(button("hitl_review", "Review", url=review))
     blocks: list[dict[str, Any]] = [
         {
             "type": "section",

@@ -1,0 +1,86 @@
+"""``python -m hitl`` as a user runs it: exit codes and one-line reasons."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import gate
+from hitl.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli(sqlite_store: Store):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "AIRFLOW__HITL__STORE_URL": sqlite_store.url,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:user,bob:user,root:admin",
+    }
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out = subprocess.run([sys.executable, "-m", "hitl", *args], capture_output=True, text=True, env=env, cwd=REPO)
+        last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        if args[:2] == ("approvals", "list"):
+            last = out.stdout
+        return out.returncode, last, out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ""
+
+    return run
+
+
+def test_db_upgrade_is_idempotent(cli) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cli("db", "upgrade")
+    assert code == 0 and "decision store at revision 0003" in out
+
+
+def test_list_json_and_decide(cli, sqlite_store: Store) -> None:  # type: ignore[no-untyped-def]
+    req, _ = sqlite_store.record_request(gate())
+    code, out, _ = cli("approvals", "list", "--json")
+    [row] = json.loads(out)
+    assert code == 0
+    assert {k: row[k] for k in ("id", "dag_id", "run_id", "step_id", "status", "approvers")} == {
+        "id": req.id,
+        "dag_id": "outreach",
+        "run_id": "manual__1",
+        "step_id": "draft_email",
+        "status": "pending",
+        "approvers": [{"userId": "alice"}],
+    }
+    assert (
+        row["output"]["subject"] == "Hello"
+        and row["created_at"]
+        and row["url"].endswith(f"/pluginsv2/hitl/request/{req.id}")
+    )
+
+    assert cli("approvals", "approve", "999", "--user", "alice")[1:] == ("", "no approval request 999")
+    code, _, err = cli("approvals", "approve", str(req.id), "--user", "bob")
+    assert code == 1 and err.startswith(f"bob is not an approver of request {req.id}")
+    bad = json.dumps({**req.output, "body": ""})
+    code, _, err = cli("approvals", "approve", str(req.id), "--user", "alice", "--output-json", bad)
+    assert code == 1 and err == "invalid edit: body is required"
+    code, out, _ = cli(
+        "approvals",
+        "approve",
+        str(req.id),
+        "--user",
+        "alice",
+        "--output-json",
+        json.dumps({**req.output, "subject": "New"}),
+    )
+    assert code == 0 and out == f"request {req.id} approved by alice"
+    code, _, err = cli("approvals", "reject", str(req.id), "--user", "alice", "--reason", "late")
+    assert code == 1 and err.startswith("already decided by alice at ")
+    assert sqlite_store.get(req.id).edited_output["subject"] == "New"  # type: ignore[union-attr]
+
+
+def test_admin_from_simple_auth_manager_roles(cli, sqlite_store: Store) -> None:  # type: ignore[no-untyped-def]
+    req, _ = sqlite_store.record_request(gate(approvers=[]))
+    assert cli("approvals", "reject", str(req.id), "--user", "bob", "--reason", "no")[0] == 1
+    code, out, _ = cli("approvals", "reject", str(req.id), "--user", "root", "--reason", "wrong prospect")
+    assert code == 0 and out == f"request {req.id} rejected by root"
