@@ -11,7 +11,7 @@ def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
 
 
-def _conf_get(section: str, key: str, fallback: str) -> str:
+def conf_get(section: str, key: str, fallback: str) -> str:
     # An env var wins without importing Airflow (the CLI and tests stay fast);
     # otherwise ask Airflow's config, which also reads airflow.cfg.
     env = os.environ.get(f"AIRFLOW__{section.upper()}__{key.upper()}")
@@ -36,9 +36,9 @@ class Settings:
 def load_settings() -> Settings:
     home = airflow_home()
     return Settings(
-        store_url=_conf_get("hitl", "store_url", f"sqlite:///{home / 'hitl.db'}"),
-        poll_interval=float(_conf_get("hitl", "poll_interval", "0.5")),
-        base_url=_conf_get("api", "base_url", "http://localhost:8080").rstrip("/"),
-        outbox_dir=Path(_conf_get("hitl", "outbox_dir", str(home / "outbox"))),
-        secret_key=_conf_get("hitl", "secret_key", "") or _conf_get("api", "secret_key", ""),
+        store_url=conf_get("hitl", "store_url", f"sqlite:///{home / 'hitl.db'}"),
+        poll_interval=float(conf_get("hitl", "poll_interval", "0.5")),
+        base_url=conf_get("api", "base_url", "http://localhost:8080").rstrip("/"),
+        outbox_dir=Path(conf_get("hitl", "outbox_dir", str(home / "outbox"))),
+        secret_key=conf_get("hitl", "secret_key", "") or conf_get("api", "secret_key", ""),
     )

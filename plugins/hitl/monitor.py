@@ -136,6 +136,6 @@ class SweepOperator(BaseOperator):
 
 
 def monitor_interval() -> timedelta:
-    from hitl.config import _conf_get
+    from hitl.config import conf_get
 
-    return timedelta(seconds=int(_conf_get("hitl", "monitor_interval_seconds", "300")))
+    return timedelta(seconds=int(conf_get("hitl", "monitor_interval_seconds", "300")))

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hitl.config import _conf_get
+from hitl.config import conf_get
 from hitl.identity import describe_approvers
 from hitl.store import ApprovalRequest, Store, get_store
 
@@ -43,8 +43,8 @@ def notify(
 
 
 def _global_slack() -> dict[str, str] | None:
-    conn_id = _conf_get("hitl", "slack_conn_id", "")
-    return {"connId": conn_id, "channel": _conf_get("hitl", "slack_channel", "")} if conn_id else None
+    conn_id = conf_get("hitl", "slack_conn_id", "")
+    return {"connId": conn_id, "channel": conf_get("hitl", "slack_channel", "")} if conn_id else None
 
 
 class Skip(Exception):
@@ -96,14 +96,14 @@ def send_email(req: ApprovalRequest, occasion: str, approvers: Sequence[dict[str
     to = emails_for(approvers, req.owner)
     if not to:
         raise Skip("no email address for the approvers or the owner")
-    conn_id = _conf_get("hitl", "smtp_conn_id", "smtp_default")
+    conn_id = conf_get("hitl", "smtp_conn_id", "smtp_default")
     try:
         from airflow.sdk import BaseHook
 
         conn = BaseHook.get_connection(conn_id)
     except Exception as exc:
         raise Skip(f"no SMTP connection {conn_id!r}") from exc
-    sender = _conf_get("hitl", "email_from", "") or conn.extra_dejson.get("from_email") or DEFAULT_FROM
+    sender = conf_get("hitl", "email_from", "") or conn.extra_dejson.get("from_email") or DEFAULT_FROM
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     review, approve, reject, summary = message_text(req)

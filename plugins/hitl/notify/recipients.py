@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hitl.config import _conf_get
+from hitl.config import conf_get
 
 
 def _directory() -> dict[str, str]:
-    pairs = (p.partition(":") for p in _conf_get("hitl", "user_emails", "").split(",") if ":" in p)
+    pairs = (p.partition(":") for p in conf_get("hitl", "user_emails", "").split(",") if ":" in p)
     return {user.strip(): email.strip() for user, _, email in pairs}
 
 
@@ -55,5 +55,5 @@ def emails_for(approvers: Sequence[dict[str, str]], owner: str | None) -> list[s
         return emails
     if owner and "@" in owner:
         return [owner]
-    fallback = _conf_get("hitl", "fallback_email", "")
+    fallback = conf_get("hitl", "fallback_email", "")
     return [fallback] if fallback else []

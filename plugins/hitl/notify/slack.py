@@ -16,7 +16,7 @@ import time
 import urllib.request
 from typing import Any
 
-from hitl.config import _conf_get
+from hitl.config import conf_get
 from hitl.store import ApprovalRequest
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ MAX_AGE_SECONDS = 300  # Slack's own guidance for replayed requests
 
 
 def signing_secret() -> str:
-    return _conf_get("hitl", "slack_signing_secret", "")
+    return conf_get("hitl", "slack_signing_secret", "")
 
 
 def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[str, list[dict[str, Any]]]:
@@ -86,7 +86,7 @@ def post_request(req: ApprovalRequest, occasion: str, cfg: dict[str, str]) -> di
     from airflow.providers.slack.hooks.slack import SlackHook
 
     text, blocks = blocks_for(req, occasion, interactive=bool(signing_secret()))
-    channel = cfg.get("channel") or _conf_get("hitl", "slack_channel", "")
+    channel = cfg.get("channel") or conf_get("hitl", "slack_channel", "")
     sent = SlackHook(slack_conn_id=conn_id).client.chat_postMessage(channel=channel, text=text, blocks=blocks)
     return {"via": "bot", "slack_channel": sent.get("channel"), "ts": sent.get("ts")}
 
@@ -121,7 +121,7 @@ def verify(body: str, headers: Any, now: float | None = None) -> None:
 def slack_user_email(user_id: str) -> str | None:
     from airflow.providers.slack.hooks.slack import SlackHook
 
-    conn_id = _conf_get("hitl", "slack_conn_id", "")
+    conn_id = conf_get("hitl", "slack_conn_id", "")
     if not conn_id:
         return None
     info = SlackHook(slack_conn_id=conn_id).client.users_info(user=user_id)
@@ -142,7 +142,7 @@ def reviewer_for_email(email: str) -> Any:
                 return Reviewer(user.username, user.email, frozenset(r.name.lower() for r in user.roles))
     except Exception:
         pass
-    for pair in _conf_get("hitl", "user_emails", "").split(","):
+    for pair in conf_get("hitl", "user_emails", "").split(","):
         name, _, mail = pair.partition(":")
         if mail.strip().lower() == email.lower():
             found = lookup_reviewer(name.strip())
