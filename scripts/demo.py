@@ -25,8 +25,12 @@ DAG_ID = "local_business_outreach"
 
 def serve_demo_site(port: int) -> http.server.ThreadingHTTPServer:
     """The prospect's website, on loopback: what the webResearch step reads."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(REPO / "demo" / "site"))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(REPO / "demo" / "site"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

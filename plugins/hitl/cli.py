@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    logging.getLogger("hitl").setLevel(logging.WARNING)  # the CLI prints its own one-line results
+    for name in ("hitl", "airflow"):  # the CLI prints its own one-line results
+        logging.getLogger(name).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     return int(args.func(args))
