@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,11 @@ def demo_site() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     home: Path = tmp_path_factory.mktemp("airflow-e2e")
-    s = AirflowStack(home=home, port=free_port(), extra_env={"AIRFLOW__HITL__POLL_INTERVAL": "0.5"})
+    specs = home / "workflow_specs"  # the shipped examples plus the e2e-only specs
+    shutil.copytree(REPO / "workflow_specs", specs)
+    for extra in (REPO / "tests" / "specs" / "e2e").glob("*.yaml"):
+        shutil.copy(extra, specs)
+    s = AirflowStack(home=home, port=free_port(), specs_folder=specs, extra_env={"AIRFLOW__HITL__POLL_INTERVAL": "0.5"})
     s.setup()
     s.start()
     try:
