@@ -165,6 +165,8 @@ class FakeSlack:
                         json.dumps({"ok": True, "channel": "C123", "ts": "1700000000.000100"}).encode(),
                         "application/json",
                     )
+                elif self.path == "/api/views.open":
+                    answer, kind = json.dumps({"ok": True, "view": {"id": "V1"}}).encode(), "application/json"
                 elif self.path == "/api/users.info":
                     user = body.get("user")
                     answer = json.dumps(

@@ -119,12 +119,9 @@ def verify(body: str, headers: Any, now: float | None = None) -> None:
 
 
 def slack_user_email(user_id: str) -> str | None:
-    from airflow.providers.slack.hooks.slack import SlackHook
-
-    conn_id = conf_get("hitl", "slack_conn_id", "")
-    if not conn_id:
+    if not conf_get("hitl", "slack_conn_id", ""):
         return None
-    info = SlackHook(slack_conn_id=conn_id).client.users_info(user=user_id)
+    info = _slack_client().users_info(user=user_id)
     return (info.get("user") or {}).get("profile", {}).get("email")
 
 
@@ -150,38 +147,85 @@ def reviewer_for_email(email: str) -> Any:
     return None
 
 
-def handle_action(body: str, form: Any, headers: Any, now: float | None = None) -> dict[str, Any]:
-    """Verify, decide, and rewrite the message. Returns the JSON answer for Slack (shown to the clicker)."""
-    from hitl.decisions import DecisionError, decide
-    from hitl.store import get_store
+REASON_BLOCK = "hitl_reason"
 
-    verify(body, headers, now)
-    payload = json.loads(form.get("payload", "{}"))
-    action = (payload.get("actions") or [{}])[0]
-    if action.get("action_id") not in (APPROVE, REJECT):
-        return {"response_type": "ephemeral", "text": "Nothing to do for this button."}
-    request_id = int(action.get("value", "0"))
-    slack_user = (payload.get("user") or {}).get("id", "")
+
+def _slack_client() -> Any:
+    from airflow.providers.slack.hooks.slack import SlackHook
+
+    return SlackHook(slack_conn_id=conf_get("hitl", "slack_conn_id", "")).client
+
+
+def _reviewer(slack_user: str) -> Any:
     email = slack_user_email(slack_user)
     reviewer = reviewer_for_email(email) if email else None
     if reviewer is None:
         raise SlackRefusal(200, f"Your Slack account ({email or slack_user}) is not linked to an Airflow user.")
-    verb = "approve" if action["action_id"] == APPROVE else "reject"
-    try:
-        outcome = decide(
-            get_store(),
-            request_id,
-            reviewer,
-            verb,  # type: ignore[arg-type]
-            comment=None if verb == "approve" else f"Rejected in Slack by {reviewer.name}",
-            channel="slack",
+    return reviewer
+
+
+def _decide(request_id: int, reviewer: Any, verb: str, reason: str | None, response_url: str | None) -> str:
+    from hitl.decisions import decide
+    from hitl.store import get_store
+
+    outcome = decide(get_store(), request_id, reviewer, verb, comment=reason, channel="slack")  # type: ignore[arg-type]
+    text = f"{outcome.request.dag_id} / {outcome.request.step_id}: {outcome.message}"
+    if reason:
+        text += f" ({reason})"
+    if response_url:
+        _post_json(response_url, {"replace_original": True, "text": text})
+    return text
+
+
+def handle_action(body: str, form: Any, headers: Any, now: float | None = None) -> dict[str, Any] | None:
+    """Verify, then act. Returns the JSON answer for Slack, or None for an empty 200.
+
+    Approve decides at once. Reject opens a modal asking why (a reason is required, as on
+    the review page); its submission decides.
+    """
+    from hitl.decisions import DecisionError
+
+    verify(body, headers, now)
+    payload = json.loads(form.get("payload", "{}"))
+    slack_user = (payload.get("user") or {}).get("id", "")
+    if payload.get("type") == "view_submission" and payload.get("view", {}).get("callback_id") == REJECT:
+        meta = json.loads(payload["view"].get("private_metadata") or "{}")
+        values = payload["view"].get("state", {}).get("values", {})
+        reason = ((values.get(REASON_BLOCK) or {}).get("reason") or {}).get("value") or ""
+        try:
+            _decide(int(meta["request_id"]), _reviewer(slack_user), "reject", reason.strip(), meta.get("response_url"))
+        except (DecisionError, SlackRefusal) as exc:
+            return {"response_action": "errors", "errors": {REASON_BLOCK: str(exc)}}
+        return {"response_action": "clear"}
+    action = (payload.get("actions") or [{}])[0]
+    if action.get("action_id") not in (APPROVE, REJECT):
+        return None
+    request_id = int(action.get("value", "0"))
+    reviewer = _reviewer(slack_user)
+    if action["action_id"] == REJECT:
+        _slack_client().views_open(
+            trigger_id=payload.get("trigger_id"),
+            view={
+                "type": "modal",
+                "callback_id": REJECT,
+                "private_metadata": json.dumps({"request_id": request_id, "response_url": payload.get("response_url")}),
+                "title": {"type": "plain_text", "text": "Reject"},
+                "submit": {"type": "plain_text", "text": "Reject"},
+                "blocks": [
+                    {
+                        "type": "input",
+                        "block_id": REASON_BLOCK,
+                        "label": {"type": "plain_text", "text": "Why? (required)"},
+                        "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True},
+                    }
+                ],
+            },
         )
+        return None
+    try:
+        text = _decide(request_id, reviewer, "approve", None, payload.get("response_url"))
     except DecisionError as exc:
         return {"response_type": "ephemeral", "replace_original": False, "text": str(exc)}
-    req = outcome.request
-    text = f"{req.dag_id} / {req.step_id}: {outcome.message}"
-    if payload.get("response_url"):
-        _post_json(payload["response_url"], {"replace_original": True, "text": text})
     return {"response_type": "ephemeral", "replace_original": False, "text": text}
 
 

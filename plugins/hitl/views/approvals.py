@@ -239,7 +239,8 @@ class ApprovalsView(BaseView):
         from hitl.notify.slack import SlackRefusal, handle_action
 
         try:
-            return jsonify(handle_action(request.get_data(as_text=True), request.form, request.headers))
+            answer = handle_action(request.get_data(as_text=True), request.form, request.headers)
+            return jsonify(answer) if answer is not None else ("", 200)
         except SlackRefusal as exc:
             return jsonify({"response_type": "ephemeral", "text": str(exc)}), exc.status
 
