@@ -1,4 +1,4 @@
-"""aiAction's Gemini backend against a local server speaking Vertex AI's generateContent and Google's OAuth token protocol.
+"""aiAction's Gemini backend against a local server speaking Vertex AI's generateContent and OAuth token protocol.
 
 The google provider's GenAIGenerativeModelHook runs unchanged: a service-account connection whose
 token_uri is the local server, and google-genai's GOOGLE_VERTEX_BASE_URL pointing at it.
