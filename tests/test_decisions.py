@@ -131,6 +131,8 @@ def test_superseded_request_cannot_be_decided(sqlite_store: Store) -> None:
 def test_quorum_needs_distinct_approvers_and_one_reject_rejects(sqlite_store: Store) -> None:
     team = [{"userId": "alice"}, {"userId": "bob"}, {"userId": "carol"}]
     req, _ = sqlite_store.record_request(gate(approvers=team, min_approvals=2))
+    with pytest.raises(DecisionError, match="edit & approve is not available when 2 approvals are needed"):
+        decide(sqlite_store, req.id, ALICE, "approve", edited_output={**req.output, "subject": "x"})
     first = decide(sqlite_store, req.id, ALICE, "approve")
     assert not first.final and first.request.status == PENDING and "1 of 2" in first.message
     with pytest.raises(AlreadyDecided, match="alice already approved"):

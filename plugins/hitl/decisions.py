@@ -109,6 +109,10 @@ def decide(
     if edited_output is not None:
         if action != "approve":
             raise refuse(DecisionError("an edit can only be approved"))
+        if req.min_approvals > 1:  # approvers would be approving different versions
+            raise refuse(
+                DecisionError(f"edit & approve is not available when {req.min_approvals} approvals are needed")
+            )
         errors = field_errors(req.output_kind, edited_output)
         if errors:
             raise refuse(InvalidEdit(errors))
@@ -136,7 +140,7 @@ def decide(
             event = "rejected" if action == "reject" else ("edited" if edited_output is not None else "approved")
             if action == "approve" and not final:
                 event = "approval_vote"
-            store._audit(
+            store.record_audit(
                 conn,
                 req.id,
                 event,

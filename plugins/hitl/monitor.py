@@ -68,7 +68,7 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
                 if store.close_request(
                     conn, req.id, status=REJECTED, user=EXPIRY_ACTOR, comment=reason, edited_output=None
                 ):
-                    store._audit(conn, req.id, "expired", EXPIRY_ACTOR, {"after_seconds": req.expire_after})
+                    store.record_audit(conn, req.id, "expired", EXPIRY_ACTOR, {"after_seconds": req.expire_after})
                     done["expired"].append(req.id)
             continue
         if req.escalate_after is not None and req.escalated_at is None and age >= req.escalate_after:
@@ -91,7 +91,7 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
                     ]
                     if new:
                         conn.execute(insert(request_approver), new)
-                    store._audit(conn, req.id, "escalated", None, {"to": req.escalate_to})
+                    store.record_audit(conn, req.id, "escalated", None, {"to": req.escalate_to})
             if won:
                 done["escalated"].append(req.id)
                 escalated = store.get(req.id)
@@ -109,7 +109,7 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
                         .values(reminders=n, reminded_at=now)
                     ).rowcount
                     if won:
-                        store._audit(conn, req.id, "reminded", None, {"count": n})
+                        store.record_audit(conn, req.id, "reminded", None, {"count": n})
                 if won:
                     done["reminded"].append(req.id)
                     current = store.get(req.id)

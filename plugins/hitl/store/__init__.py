@@ -239,14 +239,14 @@ class Store:
                 insert(request_approver),
                 [{"request_id": new_id, "kind": k, "value": v} for k, v in approver_rows(gate.approvers)],
             )
-            self._audit(conn, new_id, "requested", None, {"try_number": gate.try_number, "hash": digest})
+            self.record_audit(conn, new_id, "requested", None, {"try_number": gate.try_number, "hash": digest})
             if latest is not None and latest.status == PENDING:
                 conn.execute(
                     update(approval_request)
                     .where(approval_request.c.id == latest.id, approval_request.c.status == PENDING)
                     .values(status=SUPERSEDED, superseded_by=new_id, decided_at=now)
                 )
-                self._audit(conn, latest.id, "superseded", None, {"by": new_id})
+                self.record_audit(conn, latest.id, "superseded", None, {"by": new_id})
                 self.notify_decided(conn, latest.id)
             row = conn.execute(select(approval_request).where(approval_request.c.id == new_id)).one()
         return ApprovalRequest.from_row(row), True
@@ -413,7 +413,7 @@ class Store:
             conn.exec_driver_sql(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{int(request_id)}')")
 
     # -- audit ------------------------------------------------------------------------
-    def _audit(
+    def record_audit(
         self, conn: Connection, request_id: int | None, event: str, actor: str | None, detail: dict[str, Any]
     ) -> None:
         conn.execute(
@@ -424,7 +424,7 @@ class Store:
 
     def audit(self, request_id: int | None, event: str, actor: str | None = None, **detail: Any) -> None:
         with self.writing() as conn:
-            self._audit(conn, request_id, event, actor, detail)
+            self.record_audit(conn, request_id, event, actor, detail)
 
     def history(self, request_id: int) -> list[AuditEvent]:
         with self.engine.connect() as conn:

@@ -150,7 +150,7 @@ class ApprovalsView(BaseView):
             req=req,
             reviewer=reviewer,
             can_decide=req.status == PENDING and may_decide(reviewer, req.approvers),
-            editable=req.output_kind in EDITABLE_KINDS,
+            editable=req.output_kind in EDITABLE_KINDS and req.min_approvals == 1,
             email=render.email_fields(req.output),
             edit=edit if edit is not None else (req.output if isinstance(req.output, dict) else {}),
             diff=render.diff(req.output, req.edited_output) if req.edited_output is not None else [],
