@@ -128,21 +128,3 @@ def test_many_parked_gates_share_one_query_per_poll(store: Store) -> None:
     # 600 gates parked for ~1 s at a 0.2 s interval: a handful of batched polls, not hundreds of queries.
     assert 1 <= polls <= 15, polls
     assert left == 0  # cancelled triggers leave nothing behind
-
-
-def test_postgres_listen_wakes_the_trigger_before_the_poll_interval(store: Store) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
-    req, _ = store.record_request(gate())
-
-    async def main() -> tuple[TriggerEvent, int]:
-        trigger = ApprovalTrigger(request_id=req.id, poll_interval=120)
-        waiting = asyncio.ensure_future(_first_event(trigger, timeout=30))
-        await asyncio.sleep(1.0)  # parked: the first poll has run, the next is two minutes away
-        await asyncio.to_thread(decide, store, req.id, ALICE, "approve")
-        event = await waiting
-        return event, watcher_for(store.url, 120).polls
-
-    event, polls = asyncio.run(main())
-    assert isinstance(event, TaskSuccessEvent)
-    assert polls == 2  # the first look, then the NOTIFY wake-up; no interval passed
