@@ -59,6 +59,9 @@ class ApprovalsView(BaseView):
         "decide_one": "edit",
         "bulk": "edit",
         "slack_actions": "edit",
+        "api_list": "read",
+        "api_get": "read",
+        "api_decide": "edit",
     }
     base_permissions = ["can_read", "can_edit"]
 
@@ -232,6 +235,68 @@ class ApprovalsView(BaseView):
                 flash(f"#{request_id}: {exc}", "error")
         return redirect(request.form.get("back") or url_for("ApprovalsView.inbox"))
 
+    # -- JSON API for scripts and other tools (Bearer token from POST /auth/token) ---------
+    def _api_user(self) -> Reviewer:
+        user = current_user(bearer_only=True)
+        if user is None:
+            abort(
+                Response(
+                    '{"detail": "send Authorization: Bearer <token from /auth/token>"}',
+                    401,
+                    mimetype="application/json",
+                )
+            )
+        if not authorized(user, "GET"):
+            abort(Response('{"detail": "forbidden"}', 403, mimetype="application/json"))
+        return as_reviewer(user)
+
+    @expose("/api/requests")
+    def api_list(self) -> Any:
+        reviewer = self._api_user()
+        status = request.args.get("status", PENDING)
+        limit = min(max(1, request.args.get("limit", PAGE_SIZE, type=int) or PAGE_SIZE), 500)
+        mine = request.args.get("mine") in ("1", "true")
+        rows = get_store().list_requests(
+            status=status,
+            dag_id=request.args.get("dag_id") or None,
+            decidable_by=reviewer if mine else None,
+            limit=limit,
+            offset=max(0, request.args.get("offset", 0, type=int) or 0),
+        )
+        return jsonify([r.as_dict() for r in rows])
+
+    @expose("/api/requests/<int:request_id>")
+    def api_get(self, request_id: int) -> Any:
+        self._api_user()
+        req = get_store().get(request_id)
+        if req is None:
+            return jsonify({"detail": f"no approval request {request_id}"}), 404
+        return jsonify(req.as_dict())
+
+    @expose("/api/requests/<int:request_id>/decision", methods=["POST"])
+    def api_decide(self, request_id: int) -> Any:
+        """Body: {"action": "approve"|"reject", "comment"?, "reason"?, "edited_output"?, "seen_hash"?}."""
+        reviewer = self._api_user()
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or body.get("action") not in ("approve", "reject"):
+            return jsonify({"detail": 'send JSON with "action": "approve" or "reject"'}), 400
+        try:
+            outcome = decide(
+                get_store(),
+                request_id,
+                reviewer,
+                body["action"],
+                comment=body.get("reason") if body["action"] == "reject" else body.get("comment"),
+                edited_output=body.get("edited_output"),
+                seen_hash=body.get("seen_hash"),
+                channel="api",
+            )
+        except InvalidEdit as exc:
+            return jsonify({"detail": str(exc), "code": exc.code, "errors": exc.errors}), 400
+        except DecisionError as exc:
+            return jsonify({"detail": str(exc), "code": exc.code}), STATUS_CODES.get(type(exc), 400)
+        return jsonify({"detail": outcome.message, "final": outcome.final, "request": outcome.request.as_dict()})
+
     # -- Slack's interactive buttons ----------------------------------------------------
     @expose("/slack/actions", methods=["POST"])
     def slack_actions(self) -> Any:
@@ -245,13 +310,14 @@ class ApprovalsView(BaseView):
             return jsonify({"response_type": "ephemeral", "text": str(exc)}), exc.status
 
 
-def _exempt_slack_from_csrf() -> None:
+def _exempt_from_csrf() -> None:
     try:
         from airflow.providers.fab.www.app import csrf
 
-        csrf.exempt(f"{__name__}.slack_actions")
+        csrf.exempt(f"{__name__}.slack_actions")  # authenticated by Slack's signature
+        csrf.exempt(f"{__name__}.api_decide")  # Bearer token only; cookies do not count there
     except Exception:  # pragma: no cover - no FAB www app in this process
         pass
 
 
-_exempt_slack_from_csrf()
+_exempt_from_csrf()

@@ -25,14 +25,16 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-def current_user() -> Any | None:
-    """The user of the ``_token`` cookie (set by Airflow's login) or an ``Authorization: Bearer`` header."""
+def current_user(*, bearer_only: bool = False) -> Any | None:
+    """The user of the ``_token`` cookie (set by Airflow's login) or an ``Authorization: Bearer`` header.
+
+    ``bearer_only`` is for the JSON API, which is exempt from CSRF: there a browser's cookie must not count.
+    """
     from airflow.api_fastapi.app import get_auth_manager
 
-    token = request.cookies.get("_token")
     header = request.headers.get("Authorization", "")
-    if not token and header.lower().startswith("bearer "):
-        token = header[7:]
+    bearer = header[7:] if header.lower().startswith("bearer ") else None
+    token = bearer if bearer_only else (request.cookies.get("_token") or bearer)
     if not token:
         return None
     try:
