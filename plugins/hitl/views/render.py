@@ -39,6 +39,11 @@ def diff(original: Any, edited: Any) -> list[dict[str, Any]]:
 
 
 def edit_from_form(kind: str, form: Any) -> dict[str, Any]:
+    """The edited output from the form; browsers send textarea line breaks as CRLF, the output uses LF."""
+
+    def field(name: str) -> str:
+        return str(form.get(f"edit_{name}", "")).replace("\r\n", "\n")
+
     if kind == "email":
-        return {name: form.get(f"edit_{name}", "") for name in EMAIL_FIELDS}
-    return {"text": form.get("edit_text", "")}
+        return {name: field(name) for name in EMAIL_FIELDS}
+    return {"text": field("text")}
