@@ -208,3 +208,16 @@ def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
     )
     yield slack
     slack.server.shutdown()
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch, sqlite_store: Any) -> Any:
+    """The process settings pointing at a fresh store, with a link secret and a public base URL."""
+    from hitl.store import _store_for
+
+    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", sqlite_store.url)
+    monkeypatch.setenv("AIRFLOW__HITL__SECRET_KEY", "test-link-secret")
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080")
+    _store_for.cache_clear()
+    yield sqlite_store
+    _store_for.cache_clear()

@@ -27,3 +27,14 @@ def gate(**overrides: Any) -> Any:
     }
     values.update(overrides)
     return GateRequest(**values)
+
+
+async def first_event(trigger: Any, timeout: float = 20) -> Any:
+    """The first event a trigger yields (what the triggerer would act on)."""
+    import asyncio
+
+    agen = trigger.run()
+    try:
+        return await asyncio.wait_for(agen.__anext__(), timeout)
+    finally:
+        await agen.aclose()

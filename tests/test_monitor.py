@@ -12,15 +12,12 @@ from helpers import gate
 from hitl.decisions import NotAllowed, decide
 from hitl.identity import Reviewer
 from hitl.monitor import EXPIRY_ACTOR, sweep
-from hitl.store import APPROVED, PENDING, REJECTED, Store, _store_for
+from hitl.store import APPROVED, PENDING, REJECTED, Store
 
 
 @pytest.fixture(autouse=True)
-def _settings(monkeypatch: pytest.MonkeyPatch, sqlite_store: Store) -> None:
-    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", sqlite_store.url)
-    monkeypatch.setenv("AIRFLOW__HITL__SECRET_KEY", "test-link-secret")
+def _settings(configured: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__HITL__USER_EMAILS", "alice:alice@example.com,lead:lead@example.com")
-    _store_for.cache_clear()
 
 
 def test_nothing_happens_without_time_bounds(sqlite_store: Store) -> None:

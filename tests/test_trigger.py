@@ -9,7 +9,7 @@ import json
 import pytest
 from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
-from helpers import gate
+from helpers import first_event, gate
 from hitl.decisions import decide
 from hitl.identity import Reviewer
 from hitl.store import Store
@@ -35,14 +35,6 @@ def test_serialize_round_trip_names_an_importable_class_and_no_secrets(store: St
     assert clone.serialize() == (path, kwargs)
 
 
-async def _first_event(trigger: ApprovalTrigger, timeout: float = 20) -> TriggerEvent:
-    agen = trigger.run()
-    try:
-        return await asyncio.wait_for(agen.__anext__(), timeout)
-    finally:
-        await agen.aclose()
-
-
 def _decide_later(store: Store, request_id: int, delay: float, **kwargs: object) -> asyncio.Task[None]:
     async def later() -> None:
         await asyncio.sleep(delay)
@@ -57,7 +49,7 @@ def test_approve_ends_the_task_with_the_edited_output(store: Store) -> None:
 
     async def main() -> TriggerEvent:
         task = _decide_later(store, req.id, 0.3, action="approve", edited_output=edited)
-        event = await _first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
+        event = await first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
         await task
         return event
 
@@ -73,7 +65,7 @@ def test_reject_skips_the_task(store: Store) -> None:
 
     async def main() -> TriggerEvent:
         task = _decide_later(store, req.id, 0.3, action="reject", comment="not this one")
-        event = await _first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
+        event = await first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
         await task
         return event
 
@@ -85,7 +77,7 @@ def test_reject_skips_the_task(store: Store) -> None:
 def test_already_decided_fires_at_once(store: Store) -> None:
     req, _ = store.record_request(gate())
     decide(store, req.id, ALICE, "approve")
-    event = asyncio.run(_first_event(ApprovalTrigger(request_id=req.id, poll_interval=60), timeout=10))
+    event = asyncio.run(first_event(ApprovalTrigger(request_id=req.id, poll_interval=60), timeout=10))
     assert isinstance(event, TaskSuccessEvent)
 
 
@@ -98,7 +90,7 @@ def test_superseded_goes_back_to_the_worker(store: Store) -> None:
             await asyncio.to_thread(store.record_request, gate(output={**req.output, "body": "new"}))
 
         task = asyncio.ensure_future(supersede())
-        event = await _first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
+        event = await first_event(ApprovalTrigger(request_id=req.id, poll_interval=0.1))
         await task
         return event
 
@@ -111,7 +103,7 @@ def test_many_parked_gates_share_one_query_per_poll(store: Store) -> None:
 
     async def main() -> tuple[int, int]:
         triggers = [ApprovalTrigger(request_id=r.id, poll_interval=0.2) for r in reqs]
-        tasks = [asyncio.ensure_future(_first_event(t, timeout=60)) for t in triggers]
+        tasks = [asyncio.ensure_future(first_event(t, timeout=60)) for t in triggers]
         await asyncio.sleep(1.0)
         watcher = watcher_for(store.url, 0.2)
         polls_while_parked = watcher.polls

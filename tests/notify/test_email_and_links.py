@@ -12,16 +12,12 @@ import pytest
 from helpers import gate
 from hitl.notify import notify_requested
 from hitl.notify.links import LinkError, check_token, make_token, review_url
-from hitl.store import PENDING, Store, _store_for
+from hitl.store import PENDING, Store
 
 
 @pytest.fixture(autouse=True)
-def _settings(monkeypatch: pytest.MonkeyPatch, sqlite_store: Store) -> None:
-    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", sqlite_store.url)
-    monkeypatch.setenv("AIRFLOW__HITL__SECRET_KEY", "test-link-secret")
-    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080")
+def _settings(configured: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__HITL__USER_EMAILS", "alice:alice@example.com,bob:bob@example.com")
-    _store_for.cache_clear()
 
 
 def links_in(message: Any) -> list[str]:

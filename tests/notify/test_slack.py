@@ -10,15 +10,12 @@ import pytest
 from helpers import gate
 from hitl.notify import notify_requested
 from hitl.notify.links import check_token
-from hitl.store import Store, _store_for
+from hitl.store import Store
 
 
 @pytest.fixture(autouse=True)
-def _settings(monkeypatch: pytest.MonkeyPatch, sqlite_store: Store) -> None:
-    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", sqlite_store.url)
-    monkeypatch.setenv("AIRFLOW__HITL__SECRET_KEY", "test-link-secret")
-    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080")
-    _store_for.cache_clear()
+def _settings(configured: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    pass
 
 
 def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:

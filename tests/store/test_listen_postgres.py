@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
-from helpers import gate
+from helpers import first_event, gate
 from hitl.decisions import decide
 from hitl.identity import Reviewer
 from hitl.store import Store
@@ -15,14 +15,6 @@ from hitl.store.watcher import watcher_for
 from hitl.trigger import ApprovalTrigger
 
 ALICE = Reviewer("alice")
-
-
-async def _first_event(trigger: ApprovalTrigger, timeout: float = 20) -> TriggerEvent:
-    agen = trigger.run()
-    try:
-        return await asyncio.wait_for(agen.__anext__(), timeout)
-    finally:
-        await agen.aclose()
 
 
 def test_postgres_listen_wakes_the_trigger_before_the_poll_interval(
@@ -35,7 +27,7 @@ def test_postgres_listen_wakes_the_trigger_before_the_poll_interval(
 
     async def main() -> tuple[TriggerEvent, int]:
         trigger = ApprovalTrigger(request_id=req.id, poll_interval=120)
-        waiting = asyncio.ensure_future(_first_event(trigger, timeout=30))
+        waiting = asyncio.ensure_future(first_event(trigger, timeout=30))
         await asyncio.sleep(1.0)  # parked: the first poll has run, the next is two minutes away
         await asyncio.to_thread(decide, store, req.id, ALICE, "approve")
         event = await waiting
