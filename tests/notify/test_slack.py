@@ -12,10 +12,7 @@ from hitl.notify import notify_requested
 from hitl.notify.links import check_token
 from hitl.store import Store
 
-
-@pytest.fixture(autouse=True)
-def _settings(configured: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    pass
+pytestmark = pytest.mark.usefixtures("configured")
 
 
 def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
