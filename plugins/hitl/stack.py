@@ -158,15 +158,26 @@ class AirflowStack:
             return str(json.loads(resp.read())["access_token"])
 
     def api(self, method: str, path: str, body: object | None = None, user: str = "admin") -> Any:
+        """Call Airflow's REST API. A 500 is retried: Airflow on SQLite answers "database is locked"
+        now and then while the scheduler and dag-processor write (a known SQLite limit, not ours)."""
+        import urllib.error
+
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"{self.base_url}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token(user)}"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
+        for attempt in range(4):
+            req = urllib.request.Request(
+                f"{self.base_url}{path}",
+                data=data,
+                method=method,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token(user)}"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                if exc.code != 500 or attempt == 3:
+                    raise
+                time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -179,11 +190,19 @@ class AirflowStack:
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f}s; see {self.home}/logs/dag-processor.out")
 
     def trigger(self, dag_id: str, conf: dict[str, object] | None = None, user: str = "admin") -> str:
+        """Trigger a run with a run id of our own, so a retried POST cannot create a second run."""
+        import urllib.error
         from datetime import UTC, datetime
 
-        body = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf or {}}
-        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body, user=user)
-        return str(run["dag_run_id"])
+        now = datetime.now(UTC)
+        run_id = f"manual__{now.isoformat()}"
+        body = {"dag_run_id": run_id, "logical_date": now.isoformat(), "conf": conf or {}}
+        try:
+            self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body, user=user)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # 409: an earlier attempt did create it
+                raise
+        return run_id
 
     def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
         ti = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
