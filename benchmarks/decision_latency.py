@@ -85,6 +85,9 @@ def summary(name: str, values: list[float]) -> str:
 
 
 def main() -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops the Airflow it started
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds the reviewer waits after the gate parks")

@@ -139,6 +139,9 @@ def summary(name: str, values: list[float]) -> str:
 
 
 def main() -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops the Airflow it started
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pending", type=int, default=10_000)
     parser.add_argument("--decided", type=int, default=10_000)
