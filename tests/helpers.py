@@ -38,3 +38,11 @@ async def first_event(trigger: Any, timeout: float = 20) -> Any:
         return await asyncio.wait_for(agen.__anext__(), timeout)
     finally:
         await agen.aclose()
+
+
+def dead_smtp_connection() -> str:
+    """An Airflow SMTP connection (JSON) to a loopback port nobody listens on, failing fast."""
+    import json
+
+    extra = {"disable_ssl": True, "disable_tls": True, "retry_limit": 1, "timeout": 2}
+    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": 9, "extra": extra})

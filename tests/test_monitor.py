@@ -12,7 +12,7 @@ from helpers import gate
 from hitl.decisions import NotAllowed, decide
 from hitl.identity import Reviewer
 from hitl.monitor import EXPIRY_ACTOR, sweep
-from hitl.store import APPROVED, PENDING, REJECTED, Store
+from hitl.store import APPROVED, PENDING, REJECTED, RequestQuery, Store
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_escalation_notifies_and_lets_the_new_approver_decide(sqlite_store: Stor
     assert sweep(sqlite_store, req.created_at + timedelta(hours=3))["escalated"] == []  # once
     assert [m["To"] for m in smtp_server.messages] == ["lead@example.com"]
     assert smtp_server.messages[0]["Subject"].startswith("[Escalated: approval needed]")
-    assert sqlite_store.count(decidable_by=lead) == 1  # the inbox shows it to the lead now
+    assert sqlite_store.count(RequestQuery(decidable_by=lead)) == 1  # the inbox shows it to the lead now
     assert decide(sqlite_store, req.id, lead, "approve").request.status == APPROVED
 
 

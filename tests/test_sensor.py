@@ -13,7 +13,7 @@ import pytest
 import sensor_dags
 from hitl.decisions import decide
 from hitl.identity import Reviewer
-from hitl.store import ApprovalRequest, get_store
+from hitl.store import ApprovalRequest, RequestQuery, get_store
 
 ALICE = Reviewer("alice")
 
@@ -28,7 +28,7 @@ def reviewer(dag_id: str, act: Callable[[ApprovalRequest], None]) -> threading.T
     def run() -> None:
         store = get_store()
         for _ in range(300):
-            pending = store.list_requests(dag_id=dag_id)
+            pending = store.list_requests(RequestQuery(dag_id=dag_id))
             if pending:
                 act(pending[0])
                 return
@@ -50,13 +50,13 @@ def _db(airflow_db: Path) -> None:
 
 def test_edit_and_approve_reaches_the_downstream_task() -> None:
     dag = build_dag("sensor_edit")
-    edited = {**draft(), "subject": "Edited subject"}
+    edited = {**sensor_dags.draft(), "subject": "Edited subject"}
     reviewer("sensor_edit", lambda r: decide(get_store(), r.id, ALICE, "approve", edited_output=edited))
     run = dag.test()
     assert run.state == "success", states(run)
     assert sensor_dags.RECEIVED["sensor_edit"] == edited
-    req = get_store().list_requests(dag_id="sensor_edit", status="all")[0]
-    assert req.status == "approved" and req.output == draft()
+    req = get_store().list_requests(RequestQuery(dag_id="sensor_edit", status="all"))[0]
+    assert req.status == "approved" and req.output == sensor_dags.draft()
 
 
 def test_reject_skips_downstream_and_does_not_fail_the_run() -> None:
@@ -68,28 +68,44 @@ def test_reject_skips_downstream_and_does_not_fail_the_run() -> None:
     assert "sensor_reject" not in sensor_dags.RECEIVED
 
 
-def draft() -> dict[str, str]:
-    return sensor_dags.draft()
+class RetriedTry:
+    """What a later try of the gate task sees: the same task instance, a higher try number."""
+
+    def __init__(self, run_id: str, output: Any, try_number: int) -> None:
+        self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number = (
+            "sensor_retry",
+            run_id,
+            "draft__approval",
+            -1,
+            try_number,
+        )
+        self.output = output
+
+    def xcom_pull(self, task_ids: str) -> Any:
+        assert task_ids == "draft"
+        return self.output
 
 
-def test_retry_of_the_gate_reuses_the_decided_request() -> None:
-    """A second run of the same gate instance with the same output finds the decision: no second request."""
-    from hitl.store import GateRequest
+def test_a_retried_gate_reuses_the_decision_and_a_changed_output_asks_again() -> None:
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import TaskDeferred
 
     dag = build_dag("sensor_retry")
     reviewer("sensor_retry", lambda r: decide(get_store(), r.id, ALICE, "approve"))
     run = dag.test()
     assert run.state == "success"
-    store = get_store()
-    [req] = store.list_requests(dag_id="sensor_retry", status="all")
-    again, created = store.record_request(
-        GateRequest(
-            dag_id=req.dag_id,
-            run_id=req.run_id,
-            step_id="draft",
-            gate_task_id="draft__approval",
-            output=draft(),
-            try_number=2,
-        )
-    )
-    assert not created and again.id == req.id and again.status == "approved"
+    gate = dag.get_task("draft__approval")
+    [req] = get_store().list_requests(RequestQuery(dag_id="sensor_retry", status="all"))
+
+    same = {"ti": RetriedTry(req.run_id, sensor_dags.draft(), 2), "dag_run": SimpleNamespace(triggering_user_name=None)}
+    assert gate.execute(same) == sensor_dags.draft()  # already approved: no second request, no waiting
+    assert get_store().count(RequestQuery(dag_id="sensor_retry", status="all")) == 1
+
+    changed = {**sensor_dags.draft(), "body": "rewritten by the retry"}
+    retry = {"ti": RetriedTry(req.run_id, changed, 3), "dag_run": SimpleNamespace(triggering_user_name=None)}
+    with pytest.raises(TaskDeferred):
+        gate.execute(retry)  # new content: a new pending request, and the gate waits again
+    current = get_store().current_for_gate("sensor_retry", req.run_id, "draft__approval")
+    assert current is not None and current.id != req.id and current.status == "pending"
+    assert current.output == changed

@@ -54,7 +54,9 @@ def _review_url(request_id: int) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    reqs = _store().list_requests(status=args.status, dag_id=args.dag_id, limit=args.limit)
+    from hitl.store import RequestQuery
+
+    reqs = _store().list_requests(RequestQuery(status=args.status, dag_id=args.dag_id), limit=args.limit)
     if args.json:
         rows = [{**r.as_dict(), "url": _review_url(r.id)} for r in reqs]
         print(json.dumps(rows, indent=2, default=str))

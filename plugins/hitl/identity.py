@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,41 +37,63 @@ def reviewer_from_user(user: Any) -> Reviewer:
     return Reviewer(name=name, email=getattr(user, "email", None) or None, roles=frozenset(roles))
 
 
-def lookup_reviewer(name: str) -> Reviewer:
-    """A reviewer by user name, for the CLI: roles from SimpleAuthManager's user list or FAB's users."""
-    users = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS")
-    auth_manager = os.environ.get("AIRFLOW__CORE__AUTH_MANAGER", "")
-    if users is None or "fab" in auth_manager.lower():
-        try:
-            from airflow.configuration import conf
+def user_directory() -> dict[str, str]:
+    """``[hitl] user_emails`` (``alice:alice@example.com,...``): emails of users the auth manager has none for."""
+    from hitl.config import conf_get
 
-            auth_manager = conf.get("core", "auth_manager", fallback="") or ""
-            users = conf.get("core", "simple_auth_manager_users", fallback="") if users is None else users
-        except Exception:
-            users = users or ""
-    if "fab" in auth_manager.lower():
-        fab = _fab_reviewer(name)
-        if fab is not None:
-            return fab
-    for entry in (users or "").split(","):
-        user, _, role = entry.strip().partition(":")
-        if user == name:
-            return Reviewer(name=name, roles=frozenset({role.strip().lower()}) if role else frozenset())
-    return Reviewer(name=name)
+    pairs = (p.partition(":") for p in conf_get("hitl", "user_emails", "").split(",") if ":" in p)
+    return {user.strip(): email.strip() for user, _, email in pairs}
 
 
-def _fab_reviewer(name: str) -> Reviewer | None:
+def _uses_fab() -> bool:
+    from hitl.config import conf_get
+
+    return "fab" in conf_get("core", "auth_manager", "").lower()
+
+
+def _fab_reviewer(*, username: str | None = None, email: str | None = None) -> Reviewer | None:
+    """A FAB user by name or email, where this process may read Airflow's database (not in task code)."""
     try:
         from airflow.providers.fab.auth_manager.models import User
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            user = session.query(User).filter(User.username == name).one_or_none()
+            query = session.query(User)
+            query = query.filter(User.username == username) if username else query.filter(User.email.ilike(email or ""))
+            user = query.one_or_none()
             if user is None:
                 return None
-            return Reviewer(name=name, email=user.email, roles=frozenset(r.name.lower() for r in user.roles))
+            return Reviewer(user.username, user.email, frozenset(r.name.lower() for r in user.roles))
     except Exception:
         return None
+
+
+def lookup_reviewer(name: str) -> Reviewer:
+    """A reviewer by user name (for the CLI): FAB's users, else SimpleAuthManager's user list and ``user_emails``."""
+    from hitl.config import conf_get
+
+    if _uses_fab():
+        fab = _fab_reviewer(username=name)
+        if fab is not None:
+            return fab
+    email = user_directory().get(name)
+    for entry in conf_get("core", "simple_auth_manager_users", "").split(","):
+        user, _, role = entry.strip().partition(":")
+        if user == name and role:
+            return Reviewer(name, email, frozenset({role.strip().lower()}))
+    return Reviewer(name, email)
+
+
+def reviewer_by_email(email: str) -> Reviewer | None:
+    """The Airflow user with this email (how Slack users are mapped): FAB's users, else ``user_emails``."""
+    if _uses_fab():
+        fab = _fab_reviewer(email=email)
+        if fab is not None:
+            return fab
+    for name, known in user_directory().items():
+        if known.lower() == email.lower():
+            return lookup_reviewer(name)
+    return None
 
 
 def may_decide(reviewer: Reviewer, approvers: Sequence[dict[str, str]], extra: Sequence[dict[str, str]] = ()) -> bool:

@@ -8,7 +8,6 @@ no worker round trip sits between a decision and the downstream task.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -70,10 +69,6 @@ class ApprovalTrigger(BaseTrigger):
                 row["comment"],
             )
         yield event
-
-    async def cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            await super().cleanup()
 
 
 def end_event(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from helpers import gate
+from helpers import dead_smtp_connection, gate
 from hitl.notify import notify_requested
 from hitl.notify.links import LinkError, check_token, make_token, review_url
 from hitl.store import PENDING, Store
@@ -49,13 +48,7 @@ def test_one_email_per_request_with_a_working_signed_link(sqlite_store: Store, s
 def test_dead_smtp_server_leaves_the_gate_waiting_and_audits_the_failure(
     sqlite_store: Store, monkeypatch: pytest.MonkeyPatch, smtp_server: Any
 ) -> None:
-    dead = {
-        "conn_type": "smtp",
-        "host": "127.0.0.1",
-        "port": 9,
-        "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 1, "timeout": 2},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(dead))
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", dead_smtp_connection())
     req, _ = sqlite_store.record_request(gate())
     outcome = notify_requested(req, sqlite_store)
     assert outcome["email"].startswith("failed: ")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import json
 from email import policy
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from helpers import dead_smtp_connection
 from hitl.steps import email as email_step
 from hitl.store import Store, _store_for
 
@@ -56,13 +56,7 @@ def test_smtp_sends_through_the_providers_hook_once(ctx: dict[str, Any], smtp_se
 
 
 def test_failed_send_can_be_retried(ctx: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    dead = {
-        "conn_type": "smtp",
-        "host": "127.0.0.1",
-        "port": 9,
-        "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 1, "timeout": 2},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEAD", json.dumps(dead))
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEAD", dead_smtp_connection())
     with pytest.raises(OSError):
         email_step.run({**MESSAGE, "transport": "smtp", "connId": "smtp_dead"}, ctx)
     # Nothing went out, so the claim was released: the next try sends.

@@ -7,7 +7,7 @@ import threading
 from sqlalchemy import inspect
 
 from helpers import gate
-from hitl.store import APPROVED, PENDING, SUPERSEDED, Store, content_hash
+from hitl.store import APPROVED, PENDING, SUPERSEDED, RequestQuery, Store, content_hash
 
 
 def test_migrations_create_the_schema_with_indexes(store: Store) -> None:
@@ -39,7 +39,7 @@ def test_same_output_again_reuses_the_request(store: Store) -> None:
     first, _ = store.record_request(gate(try_number=1))
     again, created = store.record_request(gate(try_number=2))
     assert not created and again.id == first.id
-    assert store.count(status=PENDING) == 1
+    assert store.count(RequestQuery(status=PENDING)) == 1
 
 
 def test_changed_output_supersedes_the_pending_request(store: Store) -> None:
@@ -57,9 +57,9 @@ def test_list_filters_and_orders_newest_first(store: Store) -> None:
     for i in range(5):
         store.record_request(gate(run_id=f"run_{i}", dag_id="a" if i % 2 else "b"))
     assert [r.run_id for r in store.list_requests(limit=2)] == ["run_4", "run_3"]
-    assert {r.dag_id for r in store.list_requests(dag_id="a")} == {"a"}
-    assert store.count(dag_id="a") == 2
-    assert [r.run_id for r in store.list_requests(search="run_2")] == ["run_2"]
+    assert {r.dag_id for r in store.list_requests(RequestQuery(dag_id="a"))} == {"a"}
+    assert store.count(RequestQuery(dag_id="a")) == 2
+    assert [r.run_id for r in store.list_requests(RequestQuery(search="run_2"))] == ["run_2"]
     assert store.dag_ids() == ["a", "b"]
 
 
@@ -121,8 +121,8 @@ def test_needs_my_attention_filters_by_user_email_and_role_in_sql(store: Store) 
     carol = Reviewer("carol", roles=frozenset({"op"}))
     admin = Reviewer("root", roles=frozenset({"admin"}))
     viewer = Reviewer("alice", email="alice@example.com", roles=frozenset({"viewer"}))
-    assert {r.run_id for r in store.list_requests(decidable_by=alice)} == {"by_user", "by_email"}
-    assert {r.run_id for r in store.list_requests(decidable_by=carol)} == {"by_role"}
-    assert {r.run_id for r in store.list_requests(decidable_by=admin)} == {"admins_only"}
-    assert store.count(decidable_by=viewer) == 0
-    assert store.count(decidable_by=alice) == 2
+    assert {r.run_id for r in store.list_requests(RequestQuery(decidable_by=alice))} == {"by_user", "by_email"}
+    assert {r.run_id for r in store.list_requests(RequestQuery(decidable_by=carol))} == {"by_role"}
+    assert {r.run_id for r in store.list_requests(RequestQuery(decidable_by=admin))} == {"admins_only"}
+    assert store.count(RequestQuery(decidable_by=viewer)) == 0
+    assert store.count(RequestQuery(decidable_by=alice)) == 2

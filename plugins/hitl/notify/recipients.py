@@ -12,11 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hitl.config import conf_get
-
-
-def _directory() -> dict[str, str]:
-    pairs = (p.partition(":") for p in conf_get("hitl", "user_emails", "").split(",") if ":" in p)
-    return {user.strip(): email.strip() for user, _, email in pairs}
+from hitl.identity import user_directory
 
 
 def _fab_emails(user_ids: Sequence[str], roles: Sequence[str]) -> dict[str, str]:
@@ -43,7 +39,7 @@ def emails_for(approvers: Sequence[dict[str, str]], owner: str | None) -> list[s
     direct = [a["email"] for a in approvers if "email" in a]
     users = [a["userId"] for a in approvers if "userId" in a]
     roles = [a["role"] for a in approvers if "role" in a]
-    directory = _directory()
+    directory = user_directory()
     fab = _fab_emails(users, roles) if users or roles else {}
     resolved = (
         direct

@@ -125,28 +125,6 @@ def slack_user_email(user_id: str) -> str | None:
     return (info.get("user") or {}).get("profile", {}).get("email")
 
 
-def reviewer_for_email(email: str) -> Any:
-    """The Airflow user with this email: FAB's users, else ``[hitl] user_emails`` with SimpleAuthManager roles."""
-    from hitl.identity import Reviewer, lookup_reviewer
-
-    try:
-        from airflow.providers.fab.auth_manager.models import User
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            user = session.query(User).filter(User.email.ilike(email)).one_or_none()
-            if user is not None:
-                return Reviewer(user.username, user.email, frozenset(r.name.lower() for r in user.roles))
-    except Exception:
-        pass
-    for pair in conf_get("hitl", "user_emails", "").split(","):
-        name, _, mail = pair.partition(":")
-        if mail.strip().lower() == email.lower():
-            found = lookup_reviewer(name.strip())
-            return Reviewer(found.name, email, found.roles)
-    return None
-
-
 REASON_BLOCK = "hitl_reason"
 
 
@@ -157,8 +135,10 @@ def _slack_client() -> Any:
 
 
 def _reviewer(slack_user: str) -> Any:
+    from hitl.identity import reviewer_by_email
+
     email = slack_user_email(slack_user)
-    reviewer = reviewer_for_email(email) if email else None
+    reviewer = reviewer_by_email(email) if email else None
     if reviewer is None:
         raise SlackRefusal(200, f"Your Slack account ({email or slack_user}) is not linked to an Airflow user.")
     return reviewer

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -24,7 +24,6 @@ from hitl.store.engine import make_engines
 from hitl.store.schema import approval_request, approval_vote, audit_event, request_approver, side_effect
 
 PENDING, APPROVED, REJECTED, SUPERSEDED = "pending", "approved", "rejected", "superseded"
-STATUSES = (PENDING, APPROVED, REJECTED, SUPERSEDED)
 DECIDED = (APPROVED, REJECTED)
 NOTIFY_CHANNEL = "hitl_decision"
 
@@ -72,6 +71,14 @@ class GateRequest:
     escalate_after: int | None = None
     escalate_to: list[dict[str, str]] = field(default_factory=list)
     expire_after: int | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """Column values for ``hitl_approval_request`` (JSON fields as canonical JSON text)."""
+        values = asdict(self)
+        for key in ("output", "approvers", "notify", "escalate_to"):
+            values[key] = canonical_json(values[key])
+        values["summary"] = self.summary[:500]
+        return values
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,35 @@ class ApprovalRequest:
 
 
 @dataclass(frozen=True)
+class RequestQuery:
+    """Which requests the inbox, the CLI or the API asks for. ``status``: a status, "decided" or "all"."""
+
+    status: str = PENDING
+    dag_id: str | None = None
+    search: str | None = None  # in workflow, run or step id
+    decidable_by: Reviewer | None = None  # "needs my attention": listed for this reviewer (same rule as may_decide)
+    older_than: datetime | None = None
+
+    def conditions(self) -> list[Any]:
+        c = approval_request.c
+        where: list[Any] = []
+        if self.status == "decided":
+            where.append(c.status.in_(DECIDED))
+        elif self.status != "all":
+            where.append(c.status == self.status)
+        if self.dag_id:
+            where.append(c.dag_id == self.dag_id)
+        if self.search:
+            like = f"%{self.search}%"
+            where.append(or_(c.dag_id.like(like), c.run_id.like(like), c.step_id.like(like)))
+        if self.decidable_by is not None:
+            where.append(c.id.in_(_decidable_ids(self.decidable_by)))
+        if self.older_than is not None:
+            where.append(c.created_at < self.older_than)
+        return where
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     id: int
     request_id: int | None
@@ -209,30 +245,7 @@ class Store:
                 return ApprovalRequest.from_row(latest), False
             new_id = conn.execute(
                 insert(approval_request).values(
-                    dag_id=gate.dag_id,
-                    run_id=gate.run_id,
-                    step_id=gate.step_id,
-                    gate_task_id=gate.gate_task_id,
-                    map_index=gate.map_index,
-                    try_number=gate.try_number,
-                    output_kind=gate.output_kind,
-                    output=canonical_json(gate.output),
-                    output_hash=digest,
-                    summary=gate.summary[:500],
-                    approve_label=gate.approve_label,
-                    approvers=canonical_json(gate.approvers),
-                    min_approvals=gate.min_approvals,
-                    allow_self_approval=gate.allow_self_approval,
-                    triggered_by=gate.triggered_by,
-                    status=PENDING,
-                    created_at=now,
-                    owner=gate.owner,
-                    notify=canonical_json(gate.notify),
-                    remind_after=gate.remind_after,
-                    escalate_after=gate.escalate_after,
-                    escalate_to=canonical_json(gate.escalate_to),
-                    expire_after=gate.expire_after,
-                    reminders=0,
+                    **gate.columns(), output_hash=digest, status=PENDING, created_at=now, reminders=0
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             conn.execute(
@@ -279,70 +292,24 @@ class Store:
             row = conn.execute(select(approval_request).where(approval_request.c.id == request_id)).first()
         return ApprovalRequest.from_row(row) if row else None
 
-    def _filters(
-        self,
-        status: str | None,
-        dag_id: str | None,
-        search: str | None,
-        decidable_by: Reviewer | None = None,
-        older_than: datetime | None = None,
-    ) -> list[Any]:
-        where: list[Any] = []
-        if decidable_by is not None:
-            where.append(approval_request.c.id.in_(_decidable_ids(decidable_by)))
-        if older_than is not None:
-            where.append(approval_request.c.created_at < older_than)
-        if status == "decided":
-            where.append(approval_request.c.status.in_(DECIDED))
-        elif status and status != "all":
-            where.append(approval_request.c.status == status)
-        if dag_id:
-            where.append(approval_request.c.dag_id == dag_id)
-        if search:
-            like = f"%{search}%"
-            where.append(
-                or_(
-                    approval_request.c.dag_id.like(like),
-                    approval_request.c.run_id.like(like),
-                    approval_request.c.step_id.like(like),
-                )
-            )
-        return where
-
     def list_requests(
-        self,
-        *,
-        status: str | None = PENDING,
-        dag_id: str | None = None,
-        search: str | None = None,
-        decidable_by: Reviewer | None = None,
-        older_than: datetime | None = None,
-        limit: int = 50,
-        offset: int = 0,
+        self, query: RequestQuery | None = None, *, limit: int = 50, offset: int = 0
     ) -> list[ApprovalRequest]:
-        query = (
+        """Newest first; the default query is every pending request."""
+        select_rows = (
             select(approval_request)
-            .where(and_(*self._filters(status, dag_id, search, decidable_by, older_than)))
+            .where(*(query or RequestQuery()).conditions())
             .order_by(approval_request.c.created_at.desc(), approval_request.c.id.desc())
             .limit(limit)
             .offset(offset)
         )
         with self.engine.connect() as conn:
-            return [ApprovalRequest.from_row(r) for r in conn.execute(query)]
+            return [ApprovalRequest.from_row(r) for r in conn.execute(select_rows)]
 
-    def count(
-        self,
-        *,
-        status: str | None = PENDING,
-        dag_id: str | None = None,
-        search: str | None = None,
-        decidable_by: Reviewer | None = None,
-        older_than: datetime | None = None,
-    ) -> int:
-        where = self._filters(status, dag_id, search, decidable_by, older_than)
-        query = select(func.count()).select_from(approval_request).where(and_(*where))
+    def count(self, query: RequestQuery | None = None) -> int:
+        count_rows = select(func.count()).select_from(approval_request).where(*(query or RequestQuery()).conditions())
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(count_rows).scalar_one())
 
     def dag_ids(self) -> list[str]:
         with self.engine.connect() as conn:

@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from hitl.decisions import AlreadyDecided, DecisionError, InvalidEdit, NotAllowed, NotFound, StaleOutput, decide
 from hitl.identity import Reviewer, describe_approvers, may_decide
 from hitl.outputs import EDITABLE_KINDS
-from hitl.store import DECIDED, PENDING, ApprovalRequest, get_store
+from hitl.store import DECIDED, PENDING, ApprovalRequest, RequestQuery, get_store
 from hitl.views import render
 from hitl.views.auth import RESOURCE, as_reviewer, authorized, current_user
 
@@ -98,13 +98,15 @@ class ApprovalsView(BaseView):
         age = request.args.get("age") or ""
         older_than = datetime.now(UTC) - AGES[age] if age in AGES else None
         page = max(1, request.args.get("page", 1, type=int) or 1)
-        filters: dict[str, Any] = {"dag_id": dag_id, "search": search, "older_than": older_than}
-        if tab == "attention":
-            filters.update(status=PENDING, decidable_by=reviewer)
-        else:
-            filters.update(status={"pending": PENDING, "decided": "decided", "all": "all"}[tab])
-        rows = store.list_requests(**filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-        total = store.count(**filters)
+        query = RequestQuery(
+            status={"attention": PENDING, "pending": PENDING, "decided": "decided", "all": "all"}[tab],
+            dag_id=dag_id,
+            search=search,
+            decidable_by=reviewer if tab == "attention" else None,
+            older_than=older_than,
+        )
+        rows = store.list_requests(query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        total = store.count(query)
         return self._page(
             "inbox.html",
             reviewer=reviewer,
@@ -119,7 +121,7 @@ class ApprovalsView(BaseView):
             ages=list(AGES),
             page=page,
             pages=max(1, -(-total // PAGE_SIZE)),
-            attention=store.count(status=PENDING, decidable_by=reviewer),
+            attention=store.count(RequestQuery(decidable_by=reviewer)),
             can_decide={r.id: may_decide(reviewer, r.approvers) for r in rows},
             pending=PENDING,
         )
@@ -130,7 +132,7 @@ class ApprovalsView(BaseView):
         if isinstance(who, BaseResponse):
             return jsonify({"error": "not logged in"}), 401
         _, reviewer = who
-        return jsonify({"attention": get_store().count(status=PENDING, decidable_by=reviewer)})
+        return jsonify({"attention": get_store().count(RequestQuery(decidable_by=reviewer))})
 
     # -- one request --------------------------------------------------------------------
     def _review_page(
@@ -257,9 +259,11 @@ class ApprovalsView(BaseView):
         limit = min(max(1, request.args.get("limit", PAGE_SIZE, type=int) or PAGE_SIZE), 500)
         mine = request.args.get("mine") in ("1", "true")
         rows = get_store().list_requests(
-            status=status,
-            dag_id=request.args.get("dag_id") or None,
-            decidable_by=reviewer if mine else None,
+            RequestQuery(
+                status=status,
+                dag_id=request.args.get("dag_id") or None,
+                decidable_by=reviewer if mine else None,
+            ),
             limit=limit,
             offset=max(0, request.args.get("offset", 0, type=int) or 0),
         )
