@@ -26,7 +26,10 @@ def gate(**overrides: Any) -> Any:
         "approvers": [{"userId": "alice"}],
     }
     values.update(overrides)
-    return GateRequest(**values)
+    from hitl.gate import GateOptions
+
+    options = {k: values.pop(k) for k in list(values) if k in GateOptions.names() and k != "output_kind"}
+    return GateRequest(**values, options=GateOptions(**options))
 
 
 async def first_event(trigger: Any, timeout: float = 20) -> Any:

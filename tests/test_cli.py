@@ -36,7 +36,7 @@ def cli(sqlite_store: Store):  # type: ignore[no-untyped-def]
 
 def test_db_upgrade_is_idempotent(cli) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = cli("db", "upgrade")
-    assert code == 0 and "decision store at revision 0003" in out
+    assert code == 0 and "decision store at revision 0004" in out
 
 
 def test_list_json_and_decide(cli, sqlite_store: Store) -> None:  # type: ignore[no-untyped-def]

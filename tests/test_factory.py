@@ -48,19 +48,20 @@ def test_outreach_dag_shape(specs: Path) -> None:
     assert tasks["draft_email"].downstream_task_ids == {"draft_email__approval"}
     assert tasks["draft_email__approval"].downstream_task_ids == {"send_email"}
     gate = tasks["draft_email__approval"]
-    assert gate.approve_label == "Send email" and gate.approvers == [{"userId": "alice"}]
-    assert gate.output_kind == "email" and gate.gate_timeout is None  # waits indefinitely by default
-    # send_email reads the gate's (approved) output, not the raw draft
+    assert gate.options.approve_label == "Send email" and gate.options.approvers == [{"userId": "alice"}]
+    assert gate.options.output_kind == "email" and gate.options.timeout is None  # waits indefinitely by default
+    # send_email reads the gate's approved output (from the store), not the raw draft, and checks the gate first
     assert tasks["send_email"].sources == {"draft_email": "draft_email__approval"}
+    assert tasks["send_email"].gates == ["draft_email__approval"]
     assert dag.params["prospect_url"] == "http://127.0.0.1:8765/"
 
 
 def test_gate_options_reach_the_sensor(specs: Path) -> None:
     dag = dagbag().dags["every_feature"]  # type: ignore[attr-defined]
     gate = dag.get_task("summarise__approval")
-    assert gate.min_approvals == 2 and gate.allow_self_approval is False
-    assert gate.gate_timeout.total_seconds() == 7 * 86400
-    assert gate.approvers == [{"role": "Op"}, {"email": "lead@example.com"}, {"userId": "alice"}]
+    assert gate.options.min_approvals == 2 and gate.options.allow_self_approval is False
+    assert gate.options.timeout == 7 * 86400
+    assert gate.options.approvers == [{"role": "Op"}, {"email": "lead@example.com"}, {"userId": "alice"}]
     assert dag.get_task("fetch").retries == 0 and dag.get_task("summarise").retries == 1
 
 

@@ -65,7 +65,7 @@ def test_expiry_rejects_once_and_never_approves(sqlite_store: Store) -> None:
     assert sweep(sqlite_store, req.created_at + timedelta(hours=26))["expired"] == []
     final = sqlite_store.get(req.id)
     assert final is not None and final.status == REJECTED and final.decided_by == EXPIRY_ACTOR
-    assert final.comment == "expired: no decision within 1d (onExpire: reject)"
+    assert final.comment is not None and final.comment.endswith("no decision within 1d (onExpire: reject)")
     assert [e.event for e in sqlite_store.history(req.id)].count("expired") == 1
 
 

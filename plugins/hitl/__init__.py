@@ -1,9 +1,36 @@
 """Approval gates for Apache Airflow: human-in-the-loop review of a step's output.
 
-Kept import-free: the DAG processor, the triggerer and the api-server all import
-this package, and each only pays for the modules it uses.
+The public API for hand-written DAGs::
+
+    from hitl import ApprovalSensor, approved_output
+
+Names are resolved on first use, so importing this package stays cheap for the DAG processor,
+the triggerer and the api-server: each only pays for the modules it uses.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["ApprovalSensor", "GateNotApproved", "GateOptions", "approved_output"]
+
+if TYPE_CHECKING:
+    from hitl.gate import GateOptions
+    from hitl.guard import GateNotApproved, approved_output
+    from hitl.sensor import ApprovalSensor
+
+_LAZY = {
+    "ApprovalSensor": "hitl.sensor",
+    "GateOptions": "hitl.gate",
+    "GateNotApproved": "hitl.guard",
+    "approved_output": "hitl.guard",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hitl' has no attribute {name!r}")

@@ -1,6 +1,8 @@
 """The decision service: the one place a decision is written.
 
-Every channel (review page, CLI, Slack) calls ``decide``.
+Every channel (review page, JSON API, CLI, Slack) calls ``decide``. It checks who may decide,
+what may be approved, and the request's deadline; writes the decision under a row lock; then
+ends the parked gate at once where it can (``hitl.gate_end.DirectRoute``).
 """
 
 from __future__ import annotations
@@ -9,14 +11,23 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hitl.gate_end import DirectRoute
 from hitl.identity import Reviewer, describe_approvers, may_decide
 from hitl.outputs import field_errors
-from hitl.store import APPROVED, PENDING, REJECTED, SUPERSEDED, ApprovalRequest, Store
+from hitl.store import APPROVED, PENDING, REJECTED, SUPERSEDED, ApprovalRequest, Store, utcnow
 
 log = logging.getLogger(__name__)
 
+
+def sendable_errors(kind: str, output: Any) -> dict[str, str]:  # TEMP until hitl.outputs has it
+    from hitl import outputs
+
+    check = getattr(outputs, "sendable_errors", None)
+    return check(kind, output) if check else {}
+
+
 Action = Literal["approve", "reject"]
-END_GATE_NOW = True  # benchmarks/decision_latency.py --trigger-only turns it off to time the trigger path
+MAX_COMMENT = 2000  # characters of a reason or comment, on every channel
 
 
 class DecisionError(Exception):
@@ -84,13 +95,17 @@ def decide(
         raise NotFound(f"no approval request {request_id}")
 
     def refuse(exc: DecisionError) -> DecisionError:
-        store.audit(req.id, "refused", reviewer.name, action=action, reason=str(exc), channel=channel)
+        store.audit(req.id, "refused", reviewer.name, action=str(action)[:20], reason=str(exc), channel=channel)
         return exc
 
+    if comment is not None and not isinstance(comment, str):
+        raise refuse(DecisionError("the reason must be text"))
+    if comment is not None and len(comment) > MAX_COMMENT:
+        raise refuse(DecisionError(f"the reason is too long ({len(comment)} characters; at most {MAX_COMMENT})"))
     if req.status != PENDING:
         raise refuse(AlreadyDecided(already_decided_message(req)))
     if action not in ("approve", "reject"):
-        raise refuse(DecisionError(f"unknown action {action!r}"))
+        raise refuse(DecisionError(f"unknown action {str(action)[:40]!r}: approve or reject"))
     if not may_decide(reviewer, req.approvers):
         raise refuse(
             NotAllowed(
@@ -118,24 +133,36 @@ def decide(
             raise refuse(InvalidEdit(errors))
         if edited_output == req.output:
             edited_output = None  # nothing changed: a plain approval
+    if action == "approve" and edited_output is None:
+        problems = sendable_errors(req.output_kind, req.output)
+        if problems:  # refused now, with the reason, rather than failing downstream
+            raise refuse(InvalidEdit({k: f"cannot be acted on as it is: {v}" for k, v in problems.items()}))
 
+    overdue: str | None = None
     with store.writing() as conn:
-        if action == "reject":
+        # The row lock serializes every decision on this request (a quorum's votes are counted one
+        # at a time), and a vote is only ever written while the request is pending.
+        status = store.lock_status(conn, req.id)
+        if status != PENDING:
+            won, final = False, True
+        elif req.overdue(utcnow()):
+            overdue = store.close_overdue(conn, req, utcnow())
+            won, final = False, True
+        elif action == "reject":
             store.add_vote(conn, req.id, reviewer.name, REJECTED)
             won = store.close_request(
                 conn, req.id, status=REJECTED, user=reviewer.name, comment=comment, edited_output=None
             )
             final = True
+        elif not store.add_vote(conn, req.id, reviewer.name, APPROVED):
+            won, final = False, False
+        elif store.count_votes(conn, req.id, APPROVED) < req.min_approvals:
+            won, final = True, False
         else:
-            if not store.add_vote(conn, req.id, reviewer.name, APPROVED):
-                won, final = False, False
-            elif store.count_votes(conn, req.id, APPROVED) < req.min_approvals:
-                won, final = True, False
-            else:
-                won = store.close_request(
-                    conn, req.id, status=APPROVED, user=reviewer.name, comment=comment, edited_output=edited_output
-                )
-                final = True
+            won = store.close_request(
+                conn, req.id, status=APPROVED, user=reviewer.name, comment=comment, edited_output=edited_output
+            )
+            final = True
         if won:
             event = "rejected" if action == "reject" else ("edited" if edited_output is not None else "approved")
             if action == "approve" and not final:
@@ -151,6 +178,11 @@ def decide(
                     **({"edited_output": edited_output} if edited_output is not None else {}),
                 },
             )
+    if overdue is not None:
+        closed = store.get(req.id)
+        if closed is not None:
+            DirectRoute.end(closed)
+        raise refuse(AlreadyDecided(f"request {req.id} {overdue}"))
     if not won:
         current = store.get(req.id)
         assert current is not None
@@ -165,61 +197,10 @@ def decide(
         approvals = len([v for v in store.votes(req.id) if v[1] == APPROVED])
         return Outcome(current, False, f"approval {approvals} of {req.min_approvals} recorded for request {req.id}")
     log.info("request %s %s by %s via %s", req.id, current.status, reviewer.name, channel)
-    end_gate_now(current)
+    DirectRoute.end(current)
     if current.status == REJECTED:
         _note_rejection_on_run(current)
     return Outcome(current, True, f"request {req.id} {current.status} by {reviewer.name}")
-
-
-def end_gate_now(req: ApprovalRequest) -> bool:
-    """End the parked gate task from this process, as Airflow's own HITL endpoint does.
-
-    Where this process may use Airflow's database (the api-server behind the review page,
-    the CLI), the decision reaches the task at once instead of on the trigger's next look,
-    and even before a freshly parked trigger has been loaded by the triggerer. Elsewhere,
-    or if anything goes wrong, the trigger delivers the same event. Airflow applies only
-    the first of the two: it ends deferred task instances only.
-    """
-    if not END_GATE_NOW:
-        return False
-    try:
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.models.trigger import handle_event_submit
-        from airflow.utils.session import create_session
-        from airflow.utils.state import TaskInstanceState
-        from sqlalchemy import select
-
-        from hitl.trigger import end_event
-
-        with create_session() as session:
-            ti = session.scalars(
-                select(TaskInstance)
-                .where(
-                    TaskInstance.dag_id == req.dag_id,
-                    TaskInstance.run_id == req.run_id,
-                    TaskInstance.task_id == req.gate_task_id,
-                    TaskInstance.map_index == req.map_index,
-                    TaskInstance.state == TaskInstanceState.DEFERRED,
-                )
-                .with_for_update()
-            ).one_or_none()
-            if ti is None:
-                return False
-            event = end_event(
-                request_id=req.id,
-                status=req.status,
-                decided_by=req.decided_by,
-                decided_at=req.decided_at.isoformat() if req.decided_at else None,
-                comment=req.comment,
-                final_output=req.final_output,
-                edited=req.edited_output is not None,
-            )
-            handle_event_submit(event, task_instance=ti, session=session)
-        log.info("request %s: ended gate task %s/%s at once", req.id, req.run_id, req.gate_task_id)
-        return True
-    except Exception as exc:  # the trigger delivers the decision instead
-        log.debug("request %s: leaving the gate to its trigger (%s)", req.id, exc)
-        return False
 
 
 def _note_rejection_on_run(req: ApprovalRequest) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,33 @@ def output_task_id(step: StepSpec) -> str:
     return gate_task_id(step.id) if step.gate else step.id
 
 
+def gate_options(step: StepSpec, owner: str | None, notify: dict[str, Any]) -> Any:
+    """The spec's ``next.conditions`` of a gated step as the one object the sensor and the store carry."""
+    from hitl.gate import GateOptions
+    from hitl.steps import output_kind
+
+    assert step.gate is not None
+    g = step.gate
+    return GateOptions(
+        approve_label=g.approve_label,
+        approvers=g.approvers,
+        min_approvals=g.min_approvals,
+        allow_self_approval=g.allow_self_approval,
+        output_kind=output_kind(step.type, step.config),
+        timeout=g.timeout_seconds,
+        expire_after=g.expire_after,
+        remind_after=g.remind_after,
+        escalate_after=g.escalate_after,
+        escalate_to=g.escalate_to,
+        notify=notify,
+        owner=owner,
+    )
+
+
 def build_dag(loaded: LoadedSpec) -> Any:
     from airflow.sdk import DAG, Param
 
     from hitl.sensor import ApprovalSensor
-    from hitl.steps import output_kind
     from hitl.steps.operator import StepOperator
 
     spec = loaded.spec
@@ -56,6 +78,15 @@ def build_dag(loaded: LoadedSpec) -> Any:
     )
     tasks: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
+    # Gates a step comes right after (by ``next`` or by using the gated step's output): it checks each
+    # one has a recorded approval before it acts (hitl.guard).
+    gates_before: dict[str, set[str]] = {}
+    for step in loaded.steps:
+        if step.gate and step.next_step:
+            gates_before.setdefault(step.next_step, set()).add(gate_task_id(step.id))
+        for ref in step.refs:
+            if by_id[ref].gate:
+                gates_before.setdefault(step.id, set()).add(gate_task_id(ref))
     with dag:
         for step in loaded.steps:
             task = StepOperator(
@@ -63,6 +94,7 @@ def build_dag(loaded: LoadedSpec) -> Any:
                 step_type=step.type,
                 config=step.config,
                 sources={ref: output_task_id(by_id[ref]) for ref in step.refs},
+                gates=sorted(gates_before.get(step.id, set())),
                 retries=step.retries,
                 doc_md=step.description,
             )
@@ -71,18 +103,7 @@ def build_dag(loaded: LoadedSpec) -> Any:
                 gate = ApprovalSensor(
                     task_id=gate_task_id(step.id),
                     step_id=step.id,
-                    approve_label=step.gate.approve_label,
-                    approvers=step.gate.approvers,
-                    output_kind=output_kind(step.type, step.config),
-                    min_approvals=step.gate.min_approvals,
-                    allow_self_approval=step.gate.allow_self_approval,
-                    gate_timeout=timedelta(seconds=step.gate.timeout_seconds) if step.gate.timeout_seconds else None,
-                    workflow_owner=spec.owner,
-                    notify=spec.notify.model_dump(exclude_none=True),
-                    remind_after=step.gate.remind_after,
-                    escalate_after=step.gate.escalate_after,
-                    escalate_to=step.gate.escalate_to,
-                    expire_after=step.gate.expire_after,
+                    options=gate_options(step, spec.owner, spec.notify.model_dump(exclude_none=True)),
                 )
                 task >> gate
                 outputs[step.id] = gate
@@ -173,7 +194,8 @@ def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> d
 
 
 def default_specs_dir(dag_file: str) -> Path:
-    import os
+    """``[hitl] specs_folder`` (airflow.cfg or its env var), else ``workflow_specs`` beside the DAGs folder."""
+    from hitl.config import conf_get
 
-    configured = os.environ.get("AIRFLOW__HITL__SPECS_FOLDER")
+    configured = conf_get("hitl", "specs_folder", "")
     return Path(configured) if configured else Path(dag_file).resolve().parent.parent / "workflow_specs"

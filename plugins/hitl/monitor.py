@@ -16,14 +16,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 log = logging.getLogger(__name__)
-EXPIRY_ACTOR = "hitl:expiry"
-
-
-def _human(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+EXPIRY_ACTOR = "hitl:expiry"  # = hitl.store.EXPIRY_ACTOR; not imported here: the DAG file must not load the store
 
 
 def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]]:
@@ -31,7 +24,7 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
     from sqlalchemy import insert, or_, select, update
 
     from hitl.notify import notify, notify_requested
-    from hitl.store import PENDING, REJECTED, approver_rows, canonical_json, get_store, utcnow
+    from hitl.store import PENDING, approver_rows, canonical_json, get_store, utcnow
     from hitl.store.schema import approval_request, audit_event, request_approver
 
     store = store or get_store()
@@ -43,7 +36,12 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
             conn.execute(
                 select(t.id).where(
                     t.status == PENDING,
-                    or_(t.expire_after.is_not(None), t.escalate_after.is_not(None), t.remind_after.is_not(None)),
+                    or_(
+                        t.expire_after.is_not(None),
+                        t.timeout.is_not(None),
+                        t.escalate_after.is_not(None),
+                        t.remind_after.is_not(None),
+                    ),
                 )
             ).scalars()
         )
@@ -62,13 +60,9 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
         if req is None or req.status != PENDING:
             continue
         age = (now - req.created_at).total_seconds()
-        if req.expire_after is not None and age >= req.expire_after:
+        if req.overdue(now):
             with store.writing() as conn:
-                reason = f"expired: no decision within {_human(req.expire_after)} (onExpire: reject)"
-                if store.close_request(
-                    conn, req.id, status=REJECTED, user=EXPIRY_ACTOR, comment=reason, edited_output=None
-                ):
-                    store.record_audit(conn, req.id, "expired", EXPIRY_ACTOR, {"after_seconds": req.expire_after})
+                if store.close_overdue(conn, req, now):
                     done["expired"].append(req.id)
             continue
         if req.escalate_after is not None and req.escalated_at is None and age >= req.escalate_after:

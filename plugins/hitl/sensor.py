@@ -1,67 +1,75 @@
 """ApprovalSensor: turns the step before it into an approval gate.
 
 It snapshots the gated step's output into the decision store, then defers to
-``ApprovalTrigger`` and holds no worker slot until someone decides. The trigger ends the
-task itself: approved -> success with the approved (maybe edited) output as its XCom;
-rejected -> skipped, so downstream steps do not run and the run is not failed.
+``ApprovalTrigger`` and holds no worker slot until someone decides. The decision ends the
+task (``hitl.gate_end``): approved -> success with the approved (maybe edited) output as its
+XCom; rejected or expired -> skipped, so downstream steps do not run and the run is not failed;
+the gate's ``timeout`` -> failed, and its request is closed so a late approval cannot count.
+
+What a step after the gate acts on comes from the decision store, not from this task's state or
+XCom (``hitl.guard``): ``gate.output`` resolves there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.definitions.xcom_arg import PlainXComArg
 
+from hitl.gate import GateOptions
 from hitl.outputs import detect_kind, summarize
+
+GATE_RETRIES = 3  # a gate that starts while the decision store is down retries instead of failing its run
+GATE_RETRY_DELAY = timedelta(seconds=20)
+
+
+class ApprovedOutput(PlainXComArg):
+    """``gate.output``: the approved (maybe edited) output, read from the decision store when a task runs.
+
+    Passed to a ``@task`` it gives the value the step produced (as edited), whichever route ended
+    the gate; a gate forced to ``success`` without a recorded approval fails that task instead.
+    """
+
+    def resolve(self, context: Mapping[str, Any]) -> Any:
+        from hitl.guard import approved_output
+
+        operator: ApprovalSensor = self.operator  # type: ignore[assignment]
+        return approved_output(operator.task_id, context, step_id=operator.step_id)
 
 
 class ApprovalSensor(BaseOperator):
+    """Parks the run until a person approves, rejects, or edits and approves the output of ``step_id``.
+
+    Options: pass ``options=GateOptions(...)``, or its fields as keyword arguments
+    (``approvers=[{"userId": "alice"}]``, ``approve_label="Send email"``, ``timeout=3600``, ...).
+    """
+
     ui_color = "#fde68a"
     template_fields: Sequence[str] = ()
 
-    def __init__(
-        self,
-        *,
-        step_id: str,
-        approve_label: str = "Approve",
-        approvers: list[dict[str, str]] | None = None,
-        output_kind: str | None = None,
-        min_approvals: int = 1,
-        allow_self_approval: bool = True,
-        gate_timeout: timedelta | None = None,
-        poll_interval: float | None = None,
-        workflow_owner: str | None = None,
-        notify: dict[str, Any] | None = None,
-        remind_after: int | None = None,
-        escalate_after: int | None = None,
-        escalate_to: list[dict[str, str]] | None = None,
-        expire_after: int | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, step_id: str, options: GateOptions | None = None, **kwargs: Any) -> None:
+        gate_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in GateOptions.names()}
+        if options is not None and gate_kwargs:
+            raise TypeError(f"pass either options= or {', '.join(sorted(gate_kwargs))}, not both")
+        kwargs.setdefault("retries", GATE_RETRIES)
+        kwargs.setdefault("retry_delay", GATE_RETRY_DELAY)
         super().__init__(**kwargs)
         self.step_id = step_id
-        self.approve_label = approve_label
-        self.approvers = list(approvers or [])
-        self.output_kind = output_kind
-        self.min_approvals = min_approvals
-        self.allow_self_approval = allow_self_approval
-        self.gate_timeout = gate_timeout
-        self.poll_interval = poll_interval
-        self.workflow_owner = workflow_owner
-        self.notify = dict(notify or {})
-        self.remind_after = remind_after
-        self.escalate_after = escalate_after
-        self.escalate_to = list(escalate_to or [])
-        self.expire_after = expire_after
+        self.options = options or GateOptions(**gate_kwargs)
+
+    @property
+    def output(self) -> ApprovedOutput:  # type: ignore[override]
+        return ApprovedOutput(operator=self)
 
     def execute(self, context: Any) -> Any:
-        from hitl.store import APPROVED, PENDING, REJECTED, GateRequest, get_store
+        from hitl.store import APPROVED, PENDING, GateRequest, get_store, utcnow
 
         ti = context["ti"]
         output = ti.xcom_pull(task_ids=self.step_id)
-        kind = self.output_kind or detect_kind(output)
+        kind = self.options.output_kind or detect_kind(output)
         dag_run = context["dag_run"]
         store = get_store()
         req, created = store.record_request(
@@ -75,17 +83,8 @@ class ApprovalSensor(BaseOperator):
                 output=output,
                 output_kind=kind,
                 summary=summarize(output, kind),
-                approve_label=self.approve_label,
-                approvers=self.approvers,
-                min_approvals=self.min_approvals,
-                allow_self_approval=self.allow_self_approval,
+                options=self.options,
                 triggered_by=getattr(dag_run, "triggering_user_name", None),
-                owner=self.workflow_owner,
-                notify=self.notify,
-                remind_after=self.remind_after,
-                escalate_after=self.escalate_after,
-                escalate_to=self.escalate_to,
-                expire_after=self.expire_after,
             )
         )
         if created:
@@ -93,23 +92,40 @@ class ApprovalSensor(BaseOperator):
             self._notify(req)
         else:
             self.log.info("Approval request %s already exists for this output (status %s)", req.id, req.status)
+        self._log_review_url(req.id)
+        if req.status == PENDING and req.overdue(utcnow()):
+            with store.writing() as conn:
+                store.close_overdue(conn, req, utcnow())
+            req = store.get(req.id) or req
         if req.status == APPROVED:
             self.log.info("Already approved by %s at %s", req.decided_by, req.decided_at)
             return req.final_output
-        if req.status == REJECTED:
-            return self._rejected(req.decided_by, req.decided_at, req.comment)
-        assert req.status == PENDING
-        self._defer(req.id)
+        if req.status != PENDING:
+            return self._closed(req)
+        self._defer(req.id, req)
 
-    def _defer(self, request_id: int) -> None:
+    def _defer(self, request_id: int, req: Any) -> None:
+        from hitl.store import utcnow
         from hitl.trigger import ApprovalTrigger
 
+        timeout = None
+        bound = req.deadline()
+        if bound is not None and bound[1] == "timeout":
+            timeout = max(bound[0] - utcnow(), timedelta(seconds=1))
         self.defer(
-            trigger=ApprovalTrigger(request_id=request_id, poll_interval=self.poll_interval),
+            trigger=ApprovalTrigger(request_id=request_id, poll_interval=self.options.poll_interval),
             method_name="execute_complete",
             kwargs={"request_id": request_id},
-            timeout=self.gate_timeout,
+            timeout=timeout,
         )
+
+    def _log_review_url(self, request_id: int) -> None:
+        try:
+            from hitl.config import load_settings
+
+            self.log.info("Review it at %s/pluginsv2/hitl/request/%s", load_settings().base_url, request_id)
+        except Exception:  # only a log line
+            pass
 
     def _notify(self, req: Any) -> None:
         """Tell the approvers; a channel that is down never fails the gate."""
@@ -120,18 +136,52 @@ class ApprovalSensor(BaseOperator):
         except Exception as exc:
             self.log.warning("Notifying approvers of request %s failed: %s", req.id, exc)
 
-    def _rejected(self, by: Any, at: Any, reason: Any) -> None:
-        from airflow.sdk.exceptions import AirflowSkipException
+    def _closed(self, req: Any) -> None:
+        """Rejected or expired: skip (downstream does not run, the run is not failed). Timed out: fail, no retry."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        self.log.info("Rejected by %s at %s. Reason: %s", by, at, reason)
-        raise AirflowSkipException(f"Rejected by {by} at {at}: {reason}")
+        from hitl.store import TIMED_OUT
+
+        self.log.info(
+            "%s by %s at %s. Reason: %s", req.status.capitalize(), req.decided_by, req.decided_at, req.comment
+        )
+        if req.status == TIMED_OUT:
+            raise AirflowFailException(f"approval request {req.id} {req.comment}")
+        raise AirflowSkipException(f"{req.status.capitalize()} by {req.decided_by} at {req.decided_at}: {req.comment}")
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """A trigger timeout is the gate's ``timeout``: close the request first, so a late approval cannot count."""
+        from airflow.sdk.exceptions import TaskDeferralTimeout
+
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout:
+            return self._timed_out(context)
+
+    def _timed_out(self, context: Any) -> Any:
+        from hitl.store import APPROVED, PENDING, get_store, utcnow
+
+        ti = context["ti"]
+        store = get_store()
+        req = store.current_for_gate(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index is not None else -1)
+        if req is None:
+            raise RuntimeError(f"no approval request for {ti.dag_id}/{ti.run_id}/{ti.task_id} in the decision store")
+        if req.status == PENDING:
+            with store.writing() as conn:
+                # The trigger's clock and ours may differ by a moment: close at the deadline or after it.
+                bound = req.deadline()
+                store.close_overdue(conn, req, max(utcnow(), bound[0]) if bound else utcnow())
+            req = store.get(req.id) or req
+        if req.status == APPROVED:  # decided in the last moment before the timeout
+            return req.final_output
+        return self._closed(req)
 
     def execute_complete(self, context: Any, event: Any = None, request_id: int | None = None) -> Any:
         """Back on a worker: the request was superseded, or the trigger ran inline (``dag.test()``).
 
         Reads the decision from the store rather than trusting the event, so both cases end the same way.
         """
-        from hitl.store import APPROVED, REJECTED, get_store
+        from hitl.store import APPROVED, PENDING, get_store
 
         if isinstance(event, dict) and event.get("request_id"):
             request_id = int(event["request_id"])
@@ -146,6 +196,6 @@ class ApprovalSensor(BaseOperator):
         if current.status == APPROVED:
             self.log.info("Approved by %s at %s", current.decided_by, current.decided_at)
             return current.final_output
-        if current.status == REJECTED:
-            return self._rejected(current.decided_by, current.decided_at, current.comment)
-        self._defer(current.id)
+        if current.status != PENDING:
+            return self._closed(current)
+        self._defer(current.id, current)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
+from hitl import approved_output
 from hitl.sensor import ApprovalSensor
-from hitl.steps.operator import pull_output
 
 RECEIVED: dict[str, Any] = {}
 
@@ -18,7 +18,8 @@ def draft() -> dict[str, str]:
 
 
 def send(ti: Any) -> None:
-    RECEIVED[ti.dag_id] = pull_output(ti, "draft__approval")
+    """A hand-written acting task: it takes the approved output from the decision store, not from XCom."""
+    RECEIVED[ti.dag_id] = approved_output("draft__approval", step_id="draft")
 
 
 for dag_id in ("sensor_edit", "sensor_reject", "sensor_retry"):
@@ -29,3 +30,21 @@ for dag_id in ("sensor_edit", "sensor_reject", "sensor_retry"):
         )
         step >> gate >> PythonOperator(task_id="send", python_callable=send)
     globals()[dag_id] = dag
+
+
+with DAG("sensor_taskflow", schedule=None, catchup=False) as sensor_taskflow:
+
+    @task
+    def make_draft() -> dict[str, Any]:
+        return {**draft(), "tags": ["a", "b"], "score": 0.5}
+
+    @task
+    def deliver(approved: dict[str, Any]) -> None:
+        RECEIVED["sensor_taskflow"] = approved
+
+    drafted = make_draft()
+    review = ApprovalSensor(
+        task_id="review", step_id="make_draft", approvers=[{"userId": "alice"}], output_kind="json", poll_interval=0.1
+    )
+    drafted >> review
+    deliver(review.output)

@@ -11,7 +11,7 @@ from hitl.store import APPROVED, PENDING, SUPERSEDED, RequestQuery, Store, conte
 
 
 def test_migrations_create_the_schema_with_indexes(store: Store) -> None:
-    assert store.upgrade() == "0003"  # idempotent: a second upgrade is a no-op
+    assert store.upgrade() == "0004"  # idempotent: a second upgrade is a no-op
     insp = inspect(store.engine)
     assert {
         "hitl_approval_request",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,45 +10,66 @@ from airflow.sdk import BaseOperator
 GATE_SUFFIX = "__approval"  # hitl.factory.gate_task_id
 
 
-def pull_output(ti: Any, task_id: str) -> Any:
-    """A step's output from XCom, as the step produced it.
-
-    Airflow 3.3.2 stores XComs that a trigger pushes through ``TaskSuccessEvent`` JSON-encoded
-    twice (``XComModel.set`` serializes a value its JSON column encodes again), so a gate's
-    approved output reads back as a JSON string. Decode it here, in one place.
-    """
-    value = ti.xcom_pull(task_ids=task_id)
-    if isinstance(value, str) and task_id.endswith(GATE_SUFFIX) and value[:1] in ("{", "[", '"'):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 class StepOperator(BaseOperator):
     """Runs one spec step.
 
     ``sources`` maps each earlier step the config refers to (``{{ steps.X.output }}``) to the
-    task holding its output: the step itself, or its approval gate, whose XCom is the
-    approved (possibly edited) version.
+    task holding its output: the step itself, or its approval gate. A gated step's output is
+    read from the decision store (the approved, possibly edited version), never from the gate's
+    XCom; ``gates`` lists the gates this step comes right after, each of which must have a
+    recorded approval for the output it reviewed, or the step fails without acting (hitl.guard).
     """
 
     template_fields: Sequence[str] = ()  # rendered in execute(), with ``steps`` in the context
 
     def __init__(
-        self, *, step_type: str, config: dict[str, Any], sources: dict[str, str] | None = None, **kwargs: Any
+        self,
+        *,
+        step_type: str,
+        config: dict[str, Any],
+        sources: dict[str, str] | None = None,
+        gates: list[str] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.step_type = step_type
         self.config = config
         self.sources = dict(sources or {})
+        self.gates = list(gates or [])
 
     def execute(self, context: Any) -> Any:
         from hitl.steps import step_module
 
         ti = context["ti"]
-        steps = {step_id: {"output": pull_output(ti, task_id)} for step_id, task_id in self.sources.items()}
+        approved = self._approved_outputs(ti)
+        steps = {
+            step_id: {"output": approved[task_id] if task_id in approved else ti.xcom_pull(task_ids=task_id)}
+            for step_id, task_id in self.sources.items()
+        }
         rendered = self.render_template(self.config, {**context, "steps": steps})  # type: ignore[typeddict-unknown-key]
         self.log.info("Running %s step %s", self.step_type, self.task_id)
         return step_module(self.step_type).run(rendered, context)
+
+    def _approved_outputs(self, ti: Any) -> dict[str, Any]:
+        """Gate task id -> approved output, for every gate this step comes after or reads from."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from hitl.guard import GateNotApproved, check_approval
+
+        gate_ids = sorted({*self.gates, *(t for t in self.sources.values() if t.endswith(GATE_SUFFIX))})
+        map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else -1
+        approved = {}
+        for gate_id in gate_ids:
+            step_id = gate_id.removesuffix(GATE_SUFFIX)
+            try:
+                approved[gate_id] = check_approval(
+                    dag_id=ti.dag_id,
+                    run_id=ti.run_id,
+                    gate_task_id=gate_id,
+                    map_index=map_index,
+                    step_output=ti.xcom_pull(task_ids=step_id),
+                    acting_task=ti.task_id,
+                )
+            except GateNotApproved as exc:
+                raise AirflowFailException(str(exc)) from None
+        return approved

@@ -54,6 +54,8 @@ approval_request = Table(
     Column("reminders", Integer, nullable=False, default=0),
     Column("reminded_at", DateTime(timezone=True)),
     Column("escalated_at", DateTime(timezone=True)),
+    # 0004: the gate task's timeout (seconds; NULL = none): a decision after it is refused
+    Column("timeout", Integer),
     Index("ix_hitl_request_status_created", "status", "created_at"),
     Index("ix_hitl_request_dag_status_created", "dag_id", "status", "created_at"),
     Index("ix_hitl_request_gate", "dag_id", "run_id", "gate_task_id", "map_index"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import weakref
 from typing import Any
@@ -17,23 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from hitl.store import NOTIFY_CHANNEL, PENDING
+from hitl.store import NOTIFY_CHANNEL, PENDING, ApprovalRequest
 from hitl.store.engine import SQLITE_BUSY_TIMEOUT_MS, async_url
 from hitl.store.schema import approval_request
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500
-_COLUMNS = (
-    approval_request.c.id,
-    approval_request.c.status,
-    approval_request.c.decided_by,
-    approval_request.c.decided_at,
-    approval_request.c.comment,
-    approval_request.c.output,
-    approval_request.c.edited_output,
-    approval_request.c.superseded_by,
-)
 
 
 class DecisionWatcher:
@@ -41,18 +32,21 @@ class DecisionWatcher:
         self.url = url
         self.poll_interval = poll_interval
         self.polls = 0  # batched queries made; tests read it
-        self._waiters: dict[int, set[asyncio.Future[dict[str, Any]]]] = {}
+        self.failing = False  # the last poll failed: the outage is logged once, and its end
+        self._waiters: dict[int, set[asyncio.Future[ApprovalRequest]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._engine: AsyncEngine | None = None
         self._listener: Any = None
 
-    async def wait(self, request_id: int) -> dict[str, Any]:
-        """Return the request's row once it is no longer pending."""
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    async def wait(self, request_id: int) -> ApprovalRequest:
+        """Return the request once it is no longer pending."""
+        fut: asyncio.Future[ApprovalRequest] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(request_id, set()).add(fut)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="hitl-decision-watcher")
+            # A fresh context: the watcher serves every trigger, so what it logs (a store outage) goes to the
+            # triggerer's own log rather than to the log of whichever gate happened to start it.
+            self._task = asyncio.create_task(self._run(), name="hitl-decision-watcher", context=contextvars.Context())
         self._wake.set()  # look at the newcomer now, not one interval later
         try:
             return await fut
@@ -94,20 +88,21 @@ class DecisionWatcher:
         if not ids:
             return
         engine = self._engine_for()
-        found: list[dict[str, Any]] = []
+        found: list[ApprovalRequest] = []
         async with engine.connect() as conn:
             for start in range(0, len(ids), CHUNK):
                 chunk = ids[start : start + CHUNK]
                 result = await conn.execute(
-                    select(*_COLUMNS).where(approval_request.c.id.in_(chunk), approval_request.c.status != PENDING)
+                    select(approval_request).where(
+                        approval_request.c.id.in_(chunk), approval_request.c.status != PENDING
+                    )
                 )
-                found.extend(dict(r._mapping) for r in result)
+                found.extend(ApprovalRequest.from_row(r) for r in result)
         self.polls += 1
-        for row in found:
-            row["decided_at"] = row["decided_at"].isoformat() if row["decided_at"] else None
-            for fut in self._waiters.get(row["id"], ()):
+        for req in found:
+            for fut in self._waiters.get(req.id, ()):
                 if not fut.done():
-                    fut.set_result(row)
+                    fut.set_result(req)
 
     async def _run(self) -> None:
         try:
@@ -119,7 +114,18 @@ class DecisionWatcher:
                     await self._listen()
                     await self.poll_once()
                 except Exception as exc:  # the store is down: keep waiting, try again next interval
-                    log.warning("hitl: polling the decision store failed: %s", exc)
+                    if not self.failing:
+                        log.error(
+                            "hitl: the decision store is unavailable (%s: %s); %d parked gate(s) keep waiting",
+                            type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "",
+                            len(self._waiters),
+                        )
+                    self.failing = True
+                else:
+                    if self.failing:
+                        log.warning("hitl: the decision store is reachable again")
+                    self.failing = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:

@@ -1,0 +1,48 @@
+"""One object per gate: everything a gate is configured with, carried from spec to sensor to store.
+
+A spec's ``next.conditions`` becomes a ``GateOptions`` in the factory; a hand-written DAG builds
+one through ``ApprovalSensor``'s keyword arguments. The sensor hands it to the store unchanged
+(``GateRequest.options``), so a new option is added here, in the spec model, and in one migration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """How a gate decides, whom it tells, and how long it waits. Durations are seconds; None means never."""
+
+    approve_label: str = "Approve"
+    approvers: list[dict[str, str]] = field(default_factory=list)  # {userId|email|role: value}; none: admins decide
+    min_approvals: int = 1
+    allow_self_approval: bool = True
+    output_kind: str | None = None  # email | text | research | json; None: detected from the output
+    timeout: int | None = None  # the gate task fails after it; its request closes as timed out
+    expire_after: int | None = None  # an unanswered request is rejected (never approved) after it
+    remind_after: int | None = None
+    escalate_after: int | None = None
+    escalate_to: list[dict[str, str]] = field(default_factory=list)
+    notify: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None
+    poll_interval: float | None = None  # the trigger's safety poll; None: ``[hitl] poll_interval``
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_approvals, int) or self.min_approvals < 1:
+            raise ValueError(f"min_approvals must be a whole number >= 1, not {self.min_approvals!r}")
+        for name in ("timeout", "expire_after", "remind_after", "escalate_after"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        for entry in [*self.approvers, *self.escalate_to]:
+            if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in ("userId", "email", "role"):
+                raise ValueError(f"an approver is one of {{userId|email|role: value}}, not {entry!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))

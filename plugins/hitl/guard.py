@@ -1,0 +1,99 @@
+"""The approval is the only key: what a step after a gate checks before it acts.
+
+Anyone whose Airflow role may edit task instances can mark a gate task ``success`` and write its
+XCom through Airflow's REST API or UI. So nothing after a gate trusts the gate's state or XCom:
+it asks the decision store for the approved request of this gate in this run, for the output the
+reviewer saw, and takes the approved (maybe edited) output from there. Without one the step fails
+with a one-line reason, no retries, and the refusal is audited.
+
+Spec steps do this by themselves (``hitl.steps.operator``). Hand-written DAGs call
+``approved_output`` in the task that acts, or pass ``gate.output`` of an ``ApprovalSensor`` to a
+``@task`` (it resolves through this module too).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hitl.store import APPROVED, Store, content_hash, get_store
+
+log = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+
+
+class GateNotApproved(Exception):
+    """A step after a gate was about to act without a recorded approval. ``str()`` is the one-line reason."""
+
+
+def check_approval(
+    *,
+    dag_id: str,
+    run_id: str,
+    gate_task_id: str,
+    map_index: int = -1,
+    step_output: Any = _UNSET,
+    acting_task: str | None = None,
+    store: Store | None = None,
+) -> Any:
+    """The approved output of gate ``gate_task_id`` in this run, from the decision store.
+
+    ``step_output``: the gated step's output as it is now; when given, it must be the output the
+    reviewer approved (its hash), or the approval does not count for it.
+    Raises ``GateNotApproved`` (audited as ``gate_bypass_refused``) when there is no such approval.
+    """
+    store = store or get_store()
+    req = store.current_for_gate(dag_id, run_id, gate_task_id, map_index)
+    reason = None
+    if req is None or req.status != APPROVED:
+        state = f" (request {req.id} is {req.status})" if req is not None else " (no approval request was made)"
+        reason = f"no recorded approval for gate {gate_task_id} in run {run_id}{state}"
+    elif step_output is not _UNSET and content_hash(step_output) != req.output_hash:
+        reason = (
+            f"no recorded approval for gate {gate_task_id} in run {run_id}: the output of step {req.step_id} "
+            f"changed after request {req.id} was approved"
+        )
+    if reason is not None:
+        store.audit(
+            req.id if req is not None else None,
+            "gate_bypass_refused",
+            None,
+            dag_id=dag_id,
+            run_id=run_id,
+            gate=gate_task_id,
+            map_index=map_index,
+            acting_task=acting_task,
+            reason=reason,
+        )
+        log.error("%s", reason)
+        raise GateNotApproved(reason)
+    assert req is not None
+    return req.final_output
+
+
+def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | None = None) -> Any:
+    """For hand-written DAGs: the approved output of ``gate_task_id`` in the running DAG run.
+
+    Call it in the task that acts (sends, publishes, commits). ``step_id``: the gated task, whose
+    current output must be what was approved. Fails the task (no retries) without a recorded approval.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if context is None:
+        from airflow.sdk import get_current_context
+
+        context = get_current_context()
+    ti = context["ti"]
+    map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else -1
+    try:
+        return check_approval(
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            gate_task_id=gate_task_id,
+            map_index=map_index,
+            step_output=ti.xcom_pull(task_ids=step_id) if step_id else _UNSET,
+            acting_task=ti.task_id,
+        )
+    except GateNotApproved as exc:
+        raise AirflowFailException(str(exc)) from None

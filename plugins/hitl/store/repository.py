@@ -1,0 +1,304 @@
+"""The decision store's reads and writes. Every method is one short transaction.
+
+Plain SQLAlchemy Core on a database of the project's own (Airflow's metadata DB is off
+limits to task and trigger code).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from hitl.store.engine import make_engines
+from hitl.store.model import (
+    EXPIRY_ACTOR,
+    PENDING,
+    REJECTED,
+    SUPERSEDED,
+    TIMED_OUT,
+    TIMEOUT_ACTOR,
+    ApprovalRequest,
+    AuditEvent,
+    GateRequest,
+    RequestQuery,
+    _aware,
+    approver_rows,
+    canonical_json,
+    content_hash,
+    human_duration,
+    utcnow,
+)
+from hitl.store.schema import approval_request, approval_vote, audit_event, request_approver, side_effect
+
+NOTIFY_CHANNEL = "hitl_decision"
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine, self.write_engine = make_engines(url)
+        self.dialect = self.engine.dialect.name
+
+    # -- schema -----------------------------------------------------------------------
+    def upgrade(self) -> str:
+        """Apply Alembic migrations; returns the head revision."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        with self.engine.connect() as conn:
+            return str(conn.exec_driver_sql("SELECT version_num FROM hitl_alembic_version").scalar())
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        with self.write_engine.begin() as conn:
+            yield conn
+
+    # -- requests ---------------------------------------------------------------------
+    def record_request(self, gate: GateRequest) -> tuple[ApprovalRequest, bool]:
+        """Record the gate's request, idempotently. Returns (request, created).
+
+        The same output for the same gate instance reuses the latest request (a retry, or a
+        triggerer that lost its trigger, finds the decision already made); a changed output
+        supersedes a pending request so nobody approves stale content.
+        """
+        digest = content_hash(gate.output)
+        now = utcnow()
+        with self.writing() as conn:
+            latest = conn.execute(
+                self._current_query(gate.dag_id, gate.run_id, gate.gate_task_id, gate.map_index)
+            ).first()
+            if latest is not None and latest.output_hash == digest and latest.status != TIMED_OUT:
+                return ApprovalRequest.from_row(latest), False
+            new_id = conn.execute(
+                insert(approval_request).values(
+                    **gate.columns(), output_hash=digest, status=PENDING, created_at=now, reminders=0
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            conn.execute(
+                insert(request_approver),
+                [{"request_id": new_id, "kind": k, "value": v} for k, v in approver_rows(gate.options.approvers)],
+            )
+            self.record_audit(conn, new_id, "requested", None, {"try_number": gate.try_number, "hash": digest})
+            if latest is not None and latest.status == PENDING:
+                conn.execute(
+                    update(approval_request)
+                    .where(approval_request.c.id == latest.id, approval_request.c.status == PENDING)
+                    .values(status=SUPERSEDED, superseded_by=new_id, decided_at=now)
+                )
+                self.record_audit(conn, latest.id, "superseded", None, {"by": new_id})
+                self.notify_decided(conn, latest.id)
+            row = conn.execute(select(approval_request).where(approval_request.c.id == new_id)).one()
+        return ApprovalRequest.from_row(row), True
+
+    @staticmethod
+    def _current_query(dag_id: str, run_id: str, gate_task_id: str, map_index: int) -> Any:
+        return (
+            select(approval_request)
+            .where(
+                approval_request.c.dag_id == dag_id,
+                approval_request.c.run_id == run_id,
+                approval_request.c.gate_task_id == gate_task_id,
+                approval_request.c.map_index == map_index,
+                approval_request.c.status != SUPERSEDED,
+            )
+            .order_by(approval_request.c.id.desc())
+            .limit(1)
+        )
+
+    def current_for_gate(
+        self, dag_id: str, run_id: str, gate_task_id: str, map_index: int = -1
+    ) -> ApprovalRequest | None:
+        """The gate instance's live request (the newest one not superseded)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(self._current_query(dag_id, run_id, gate_task_id, map_index)).first()
+        return ApprovalRequest.from_row(row) if row else None
+
+    def get(self, request_id: int) -> ApprovalRequest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(approval_request).where(approval_request.c.id == request_id)).first()
+        return ApprovalRequest.from_row(row) if row else None
+
+    def list_requests(
+        self, query: RequestQuery | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[ApprovalRequest]:
+        """Newest first; the default query is every pending request."""
+        select_rows = (
+            select(approval_request)
+            .where(*(query or RequestQuery()).conditions())
+            .order_by(approval_request.c.created_at.desc(), approval_request.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.engine.connect() as conn:
+            return [ApprovalRequest.from_row(r) for r in conn.execute(select_rows)]
+
+    def count(self, query: RequestQuery | None = None) -> int:
+        count_rows = select(func.count()).select_from(approval_request).where(*(query or RequestQuery()).conditions())
+        with self.engine.connect() as conn:
+            return int(conn.execute(count_rows).scalar_one())
+
+    def dag_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(select(approval_request.c.dag_id).distinct().order_by(approval_request.c.dag_id)).scalars()
+            )
+
+    # -- votes and decisions ----------------------------------------------------------
+    def lock_status(self, conn: Connection, request_id: int) -> str | None:
+        """The request's status, with its row locked until the transaction ends.
+
+        Serializes decisions on one request: on PostgreSQL (READ COMMITTED) two approvals of a
+        quorum gate would otherwise each count only their own vote. SQLite's write transactions
+        (BEGIN IMMEDIATE) are serialized already.
+        """
+        status = conn.execute(
+            select(approval_request.c.status).where(approval_request.c.id == request_id).with_for_update()
+        ).scalar_one_or_none()
+        return None if status is None else str(status)
+
+    def close_overdue(self, conn: Connection, req: ApprovalRequest, now: datetime) -> str | None:
+        """Apply a passed deadline: ``expireAfter`` rejects, the gate's ``timeout`` closes as timed out.
+
+        Returns the one-line reason, or None when nothing was due (or another writer closed it first).
+        """
+        due = req.overdue(now)
+        if due is None:
+            return None
+        at, kind = due
+        when = at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        if kind == "expire":
+            assert req.expire_after is not None
+            reason = f"expired at {when}: no decision within {human_duration(req.expire_after)} (onExpire: reject)"
+            status, actor, event, detail = REJECTED, EXPIRY_ACTOR, "expired", {"after_seconds": req.expire_after}
+        else:
+            assert req.timeout is not None
+            reason = f"timed out at {when}: the gate's timeout of {human_duration(req.timeout)} passed"
+            status, actor, event, detail = TIMED_OUT, TIMEOUT_ACTOR, "timed_out", {"after_seconds": req.timeout}
+        if not self.close_request(conn, req.id, status=status, user=actor, comment=reason, edited_output=None):
+            return None
+        self.record_audit(conn, req.id, event, actor, detail)
+        return reason
+
+    def votes(self, request_id: int) -> list[tuple[str, str, datetime]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(approval_vote.c.user, approval_vote.c.decision, approval_vote.c.at)
+                .where(approval_vote.c.request_id == request_id)
+                .order_by(approval_vote.c.id)
+            ).all()
+        return [(r.user, r.decision, _aware(r.at)) for r in rows]  # type: ignore[misc]
+
+    def add_vote(self, conn: Connection, request_id: int, user: str, decision: str) -> bool:
+        """False when this user already voted on this request."""
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(approval_vote).values(request_id=request_id, user=user, decision=decision, at=utcnow())
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def count_votes(self, conn: Connection, request_id: int, decision: str) -> int:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(approval_vote)
+                .where(approval_vote.c.request_id == request_id, approval_vote.c.decision == decision)
+            ).scalar_one()
+        )
+
+    def close_request(
+        self,
+        conn: Connection,
+        request_id: int,
+        *,
+        status: str,
+        user: str,
+        comment: str | None,
+        edited_output: Any | None,
+    ) -> bool:
+        """Move a pending request to its final state. Exactly one caller wins: the update is conditional."""
+        result = conn.execute(
+            update(approval_request)
+            .where(approval_request.c.id == request_id, approval_request.c.status == PENDING)
+            .values(
+                status=status,
+                decided_by=user,
+                decided_at=utcnow(),
+                comment=comment,
+                edited_output=canonical_json(edited_output) if edited_output is not None else None,
+            )
+        )
+        if result.rowcount != 1:
+            return False
+        self.notify_decided(conn, request_id)
+        return True
+
+    def notify_decided(self, conn: Connection, request_id: int) -> None:
+        """Wake the triggers at once on PostgreSQL (delivered on commit); SQLite relies on polling."""
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{int(request_id)}')")
+
+    # -- audit ------------------------------------------------------------------------
+    def record_audit(
+        self, conn: Connection, request_id: int | None, event: str, actor: str | None, detail: dict[str, Any]
+    ) -> None:
+        conn.execute(
+            insert(audit_event).values(
+                request_id=request_id, event=event, actor=actor, at=utcnow(), detail=canonical_json(detail)
+            )
+        )
+
+    def audit(self, request_id: int | None, event: str, actor: str | None = None, **detail: Any) -> None:
+        with self.writing() as conn:
+            self.record_audit(conn, request_id, event, actor, detail)
+
+    def history(self, request_id: int) -> list[AuditEvent]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_event).where(audit_event.c.request_id == request_id).order_by(audit_event.c.id)
+            ).all()
+        return [
+            AuditEvent(r.id, r.request_id, r.event, r.actor, _aware(r.at), json.loads(r.detail))  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    # -- at-most-once side effects ----------------------------------------------------
+    def claim_side_effect(self, key: str, kind: str) -> bool:
+        """True for the first caller only: what it guards (sending an email) happens at most once."""
+        try:
+            with self.writing() as conn:
+                conn.execute(
+                    insert(side_effect).values(key=key, kind=kind, status="started", created_at=utcnow(), detail="{}")
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def finish_side_effect(self, key: str, detail: dict[str, Any]) -> None:
+        with self.writing() as conn:
+            conn.execute(
+                update(side_effect).where(side_effect.c.key == key).values(status="done", detail=canonical_json(detail))
+            )
+
+    def release_side_effect(self, key: str) -> None:
+        with self.writing() as conn:
+            conn.execute(delete(side_effect).where(side_effect.c.key == key, side_effect.c.status == "started"))
+
+    def side_effect(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(side_effect).where(side_effect.c.key == key)).first()
+        return (row.status, json.loads(row.detail)) if row else None
