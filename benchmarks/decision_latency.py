@@ -95,10 +95,6 @@ def main() -> int:
     parser.add_argument("--store-url", help="decision store (default: SQLite in the temp AIRFLOW_HOME)")
     args = parser.parse_args()
 
-    if args.trigger_only:
-        import hitl.decisions
-
-        hitl.decisions.END_GATE_NOW = False
     home = Path(tempfile.mkdtemp(prefix="hitl-bench-latency-"))
     store_url = args.store_url or f"sqlite:///{home / 'hitl.db'}"
     stack = AirflowStack(
@@ -111,6 +107,8 @@ def main() -> int:
     print(f"AIRFLOW_HOME={home}  store={store_url.split('@')[-1]}", flush=True)
     # Decide from a process configured like the api-server behind the review page (same Airflow DB).
     os.environ.update(stack.env())
+    if args.trigger_only:  # the deciding process does not end the gate: the trigger's watcher does
+        os.environ["AIRFLOW__HITL__END_GATE_FROM_DECIDER"] = "false"
     stack.setup()
     from hitl.store import Store
 
