@@ -39,7 +39,7 @@ def test_two_approvals_at_once_close_a_quorum_of_two(store: Store) -> None:
     stuck = []
     for n in range(ROUNDS):
         req, _ = store.record_request(gate(run_id=f"race__{n}", **QUORUM))
-        _at_once(lambda: decide(store, req.id, ALICE, "approve"), lambda: decide(store, req.id, BOB, "approve"))
+        _at_once(lambda r=req: decide(store, r.id, ALICE, "approve"), lambda r=req: decide(store, r.id, BOB, "approve"))
         final = store.get(req.id)
         assert final is not None
         if final.status != APPROVED:
@@ -53,7 +53,7 @@ def test_a_vote_that_loses_the_race_leaves_no_row(store: Store) -> None:
         req, _ = store.record_request(gate(run_id=f"late__{n}", **QUORUM))
         decide(store, req.id, ALICE, "approve")
         results = _at_once(
-            lambda: decide(store, req.id, BOB, "approve"), lambda: decide(store, req.id, CAROL, "approve")
+            lambda r=req: decide(store, r.id, BOB, "approve"), lambda r=req: decide(store, r.id, CAROL, "approve")
         )
         losers = [r for r in results if isinstance(r, Exception)]
         assert len(losers) == 1 and isinstance(losers[0], AlreadyDecided), results
@@ -65,8 +65,8 @@ def test_reject_and_approve_at_once_have_one_winner(store: Store) -> None:
     for n in range(ROUNDS // 2):
         req, _ = store.record_request(gate(run_id=f"mixed__{n}"))
         results = _at_once(
-            lambda: decide(store, req.id, ALICE, "approve"),
-            lambda: decide(store, req.id, Reviewer("alice"), "reject", comment="no"),
+            lambda r=req: decide(store, r.id, ALICE, "approve"),
+            lambda r=req: decide(store, r.id, Reviewer("alice"), "reject", comment="no"),
         )
         assert sum(isinstance(r, AlreadyDecided) for r in results) == 1, results
         final = store.get(req.id)
