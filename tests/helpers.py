@@ -43,6 +43,18 @@ async def first_event(trigger: Any, timeout: float = 20) -> Any:
         await agen.aclose()
 
 
+async def wait_until(condition: Any, timeout: float = 30, interval: float = 0.02) -> None:
+    """Wait for ``condition()`` to hold, with a deadline: never a fixed sleep followed by an exact count."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
 def dead_smtp_connection() -> str:
     """An Airflow SMTP connection (JSON) to a loopback port nobody listens on, failing fast."""
     import json

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
-from helpers import first_event, gate
+from helpers import first_event, gate, wait_until
 from hitl.decisions import decide
 from hitl.identity import Reviewer
 from hitl.store import Store
@@ -25,14 +26,18 @@ def test_postgres_listen_wakes_the_trigger_before_the_poll_interval(
     monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", pg_url)
     req, _ = store.record_request(gate())
 
-    async def main() -> tuple[TriggerEvent, int]:
+    async def main() -> tuple[TriggerEvent, int, float]:
         trigger = ApprovalTrigger(request_id=req.id, poll_interval=120)
-        waiting = asyncio.ensure_future(first_event(trigger, timeout=30))
-        await asyncio.sleep(1.0)  # parked: the first poll has run, the next is two minutes away
+        waiting = asyncio.ensure_future(first_event(trigger, timeout=60))
+        await asyncio.sleep(0)
+        watcher = watcher_for(store.url, 120)
+        await wait_until(lambda: watcher.polls >= 1)  # parked: the first look has run, the next is two minutes away
+        looked = watcher.polls
+        started = time.monotonic()
         await asyncio.to_thread(decide, store, req.id, ALICE, "approve")
         event = await waiting
-        return event, watcher_for(store.url, 120).polls
+        return event, watcher.polls - looked, time.monotonic() - started
 
-    event, polls = asyncio.run(main())
+    event, polls, took = asyncio.run(main())
     assert isinstance(event, TaskSuccessEvent)
-    assert polls == 2  # the first look, then the NOTIFY wake-up; no interval passed
+    assert polls == 1 and took < 60  # one look, woken by NOTIFY; the 120 s interval never passed
