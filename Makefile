@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: venv demo test test-all lint benchmarks clean
+.PHONY: venv demo test unit lint benchmarks clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: venv
 # views, end-to-end with real Airflow components, and the browser test where chromium exists.
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast part: no Airflow processes, no browser (store, decisions, specs, steps, views in-process).
+unit: venv
+	$(PY) -m pytest -m "not e2e and not browser" $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff check plugins dags tests benchmarks scripts

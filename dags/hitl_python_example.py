@@ -8,7 +8,7 @@ someone marks ``review_post`` successful or writes its XCom without a recorded a
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import dag, task
@@ -18,7 +18,7 @@ from hitl import ApprovalSensor
 
 @dag(
     schedule=None,
-    start_date=datetime(2024, 1, 1),
+    start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["hitl", "example"],
     params={"topic": "our new sourdough"},

@@ -37,22 +37,32 @@ class DecisionError(Exception):
 
 
 class NotFound(DecisionError):
+    """No such request (404)."""
+
     code = "not_found"
 
 
 class AlreadyDecided(DecisionError):
+    """The request is closed (decided, expired, timed out, superseded), or this approver already voted (409)."""
+
     code = "already_decided"
 
 
 class NotAllowed(DecisionError):
+    """The reviewer may not decide this request (403)."""
+
     code = "not_allowed"
 
 
 class StaleOutput(DecisionError):
+    """The output changed since the reviewer opened it (409)."""
+
     code = "stale"
 
 
 class InvalidEdit(DecisionError):
+    """An edit, or the output itself, cannot be acted on; ``errors`` maps each field to why (400)."""
+
     code = "invalid_edit"
 
     def __init__(self, errors: dict[str, str]) -> None:
@@ -62,12 +72,15 @@ class InvalidEdit(DecisionError):
 
 @dataclass(frozen=True)
 class Outcome:
+    """What ``decide`` did: the request as it now stands, and the message for the reviewer."""
+
     request: ApprovalRequest
     final: bool  # False while a quorum still waits for more approvals
     message: str
 
 
 def already_decided_message(req: ApprovalRequest) -> str:
+    """The one line a reviewer reads when the request is closed already."""
     if req.status == SUPERSEDED:
         return f"request {req.id} was superseded by request {req.superseded_by}: the step's output changed"
     when = req.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if req.decided_at else "an unknown time"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from hitl.steps.operator import GATE_SUFFIX
 log = logging.getLogger(__name__)
 
 INVALID_PREFIX = "hitl_invalid__"
-DEFAULT_START = datetime(2024, 1, 1)
+DEFAULT_START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def gate_task_id(step_id: str) -> str:

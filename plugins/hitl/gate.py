@@ -41,8 +41,10 @@ class GateOptions:
                 raise ValueError(f"an approver is one of {{userId|email|role: value}}, not {entry!r}")
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain values, e.g. for a log line or a JSON answer."""
         return asdict(self)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
+        """The option names, which ``ApprovalSensor`` also takes as keyword arguments."""
         return tuple(f.name for f in fields(cls))

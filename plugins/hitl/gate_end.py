@@ -63,6 +63,7 @@ class GateEnd:
 
     @classmethod
     def of(cls, req: ApprovalRequest) -> GateEnd:
+        """The end of the gate that ``req`` (as stored) decides."""
         return cls(
             request_id=req.id,
             status=req.status,
@@ -86,10 +87,11 @@ class GateEnd:
         }
 
     def event(self, *, with_output: bool = True) -> Any:
+        """The trigger event that ends the gate task (``with_output=False``: the caller writes the XCom itself)."""
         from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
         if self.status == APPROVED:
-            xcoms = {DECISION_XCOM_KEY: self.decision}
+            xcoms: dict[str, Any] = {DECISION_XCOM_KEY: self.decision}
             if with_output:
                 xcoms["return_value"] = self.output
             return TaskSuccessEvent(xcoms=xcoms)
@@ -118,6 +120,7 @@ class DirectRoute:
 
     @classmethod
     def enabled(cls) -> bool:
+        """``[hitl] end_gate_from_decider``: off leaves every gate to its trigger (benchmarks, locked-down DBs)."""
         from hitl.config import conf_get
 
         return conf_get(*cls.setting, "true").strip().lower() in ("1", "true", "yes", "on")

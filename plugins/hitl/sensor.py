@@ -62,6 +62,7 @@ class ApprovalSensor(BaseOperator):
 
     @property
     def output(self) -> ApprovedOutput:  # type: ignore[override]
+        """The approved output, resolved from the decision store when a downstream task runs."""
         return ApprovedOutput(operator=self)
 
     def execute(self, context: Any) -> Any:
