@@ -8,18 +8,15 @@ sweep tries again (up to ``MAX_ATTEMPTS``).
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from hitl.config import conf_get
-from hitl.identity import describe_approvers
 from hitl.store import ApprovalRequest, Store, get_store
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
-DEFAULT_FROM = "Airflow approvals <noreply@localhost>"
 
 
 def notify_requested(req: ApprovalRequest, store: Store | None = None) -> dict[str, str]:
@@ -30,9 +27,12 @@ def notify_requested(req: ApprovalRequest, store: Store | None = None) -> dict[s
 def notify(
     req: ApprovalRequest, occasion: str, approvers: Sequence[dict[str, str]], *, store: Store | None = None
 ) -> dict[str, str]:
+    """Tell ``approvers`` about ``req`` on every configured channel, each once per ``occasion``."""
     store = store or get_store()
     outcomes = {"dashboard": _once(store, req, "dashboard", occasion, lambda: {"shown": True})}
     if req.notify.get("email", True):
+        from hitl.notify.email import send_email
+
         outcomes["email"] = _once(store, req, "email", occasion, lambda: send_email(req, occasion, approvers))
     slack = req.notify.get("slack") or _global_slack()
     if slack:
@@ -75,51 +75,8 @@ def _once(store: Store, req: ApprovalRequest, channel: str, occasion: str, send:
     return "sent"
 
 
-# -- email -----------------------------------------------------------------------------
-def _subject(req: ApprovalRequest, occasion: str) -> str:
-    prefix = {"requested": "Approval needed", "escalated": "Escalated: approval needed"}.get(
-        occasion, "Reminder: approval needed"
-    )
-    return f"[{prefix}] {req.dag_id} / {req.step_id}: {req.summary}"[:250]
-
-
 def message_text(req: ApprovalRequest) -> tuple[str, str, str, str]:
     """(review URL, approve URL, reject URL, summary) for every channel's message."""
     from hitl.notify.links import review_url
 
     return review_url(req.id), review_url(req.id, "approve"), review_url(req.id, "reject"), req.summary
-
-
-def send_email(req: ApprovalRequest, occasion: str, approvers: Sequence[dict[str, str]]) -> dict[str, Any]:
-    from hitl.notify.recipients import emails_for
-
-    to = emails_for(approvers, req.owner)
-    if not to:
-        raise Skip("no email address for the approvers or the owner")
-    conn_id = conf_get("hitl", "smtp_conn_id", "smtp_default")
-    try:
-        from airflow.sdk import BaseHook
-
-        conn = BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        raise Skip(f"no SMTP connection {conn_id!r}") from exc
-    sender = conf_get("hitl", "email_from", "") or conn.extra_dejson.get("from_email") or DEFAULT_FROM
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
-    review, approve, reject, summary = message_text(req)
-    e = html.escape
-    body = (
-        f"<p><strong>{e(req.dag_id)}</strong> is waiting for your review at step <strong>{e(req.step_id)}</strong>"
-        f" (run {e(req.run_id)}).</p><p>{e(summary)}</p>"
-        f'<p><a href="{e(review)}">Review</a> &middot; <a href="{e(approve)}">{e(req.approve_label)}</a>'
-        f' &middot; <a href="{e(reject)}">Reject</a></p>'
-        f"<p>Approvers: {e(describe_approvers(list(approvers)))}. You will be asked to log in to decide.</p>"
-    )
-    with SmtpHook(smtp_conn_id=conn_id) as hook:
-        hook.send_email_smtp(
-            to=to,
-            subject=_subject(req, occasion),
-            html_content=body,
-            from_email=sender,
-        )
-    return {"to": to}
