@@ -21,40 +21,13 @@ EXPIRY_ACTOR = "hitl:expiry"  # = hitl.store.EXPIRY_ACTOR; not imported here: th
 
 def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]]:
     """One pass over pending requests. Returns the ids acted on, per action."""
-    from sqlalchemy import insert, or_, select, update
-
     from hitl.notify import notify, notify_requested
-    from hitl.store import PENDING, approver_rows, canonical_json, get_store, utcnow
-    from hitl.store.schema import approval_request, audit_event, request_approver
+    from hitl.store import PENDING, get_store, utcnow
 
     store = store or get_store()
     now = now or utcnow()
     done: dict[str, list[int]] = {"expired": [], "escalated": [], "reminded": [], "renotified": []}
-    t = approval_request.c
-    with store.engine.connect() as conn:
-        ids = list(
-            conn.execute(
-                select(t.id).where(
-                    t.status == PENDING,
-                    or_(
-                        t.expire_after.is_not(None),
-                        t.timeout.is_not(None),
-                        t.escalate_after.is_not(None),
-                        t.remind_after.is_not(None),
-                    ),
-                )
-            ).scalars()
-        )
-        failed = list(
-            conn.execute(
-                select(audit_event.c.request_id)
-                .distinct()
-                .where(
-                    audit_event.c.event == "notify_failed",
-                    audit_event.c.request_id.in_(select(t.id).where(t.status == PENDING)),
-                )
-            ).scalars()
-        )
+    ids, failed = store.sweep_candidates()
     for request_id in ids:
         req = store.get(request_id)
         if req is None or req.status != PENDING:
@@ -66,27 +39,7 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
                     done["expired"].append(req.id)
             continue
         if req.escalate_after is not None and req.escalated_at is None and age >= req.escalate_after:
-            approvers = req.approvers + [a for a in req.escalate_to if a not in req.approvers]
-            with store.writing() as conn:
-                won = conn.execute(
-                    update(approval_request)
-                    .where(t.id == req.id, t.status == PENDING, t.escalated_at.is_(None))
-                    .values(escalated_at=now, approvers=canonical_json(approvers))
-                ).rowcount
-                if won:
-                    have = {
-                        (r.kind, r.value)
-                        for r in conn.execute(select(request_approver).where(request_approver.c.request_id == req.id))
-                    }
-                    new = [
-                        {"request_id": req.id, "kind": k, "value": v}
-                        for k, v in approver_rows(req.escalate_to)
-                        if (k, v) not in have
-                    ]
-                    if new:
-                        conn.execute(insert(request_approver), new)
-                    store.record_audit(conn, req.id, "escalated", None, {"to": req.escalate_to})
-            if won:
+            if store.escalate(req, now):
                 done["escalated"].append(req.id)
                 escalated = store.get(req.id)
                 if escalated is not None:
@@ -95,16 +48,8 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
         if req.remind_after is not None:
             since = req.reminded_at or req.created_at
             if (now - since).total_seconds() >= req.remind_after:
-                n = req.reminders + 1
-                with store.writing() as conn:
-                    won = conn.execute(
-                        update(approval_request)
-                        .where(t.id == req.id, t.status == PENDING, t.reminders == req.reminders)
-                        .values(reminders=n, reminded_at=now)
-                    ).rowcount
-                    if won:
-                        store.record_audit(conn, req.id, "reminded", None, {"count": n})
-                if won:
+                n = store.count_reminder(req, now)
+                if n:
                     done["reminded"].append(req.id)
                     current = store.get(req.id)
                     if current is not None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hitl.store.engine import make_engines
@@ -251,6 +251,71 @@ class Store:
         """Wake the triggers at once on PostgreSQL (delivered on commit); SQLite relies on polling."""
         if self.dialect == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{int(request_id)}')")
+
+    # -- the monitor's sweep ------------------------------------------------------------
+    def sweep_candidates(self) -> tuple[list[int], list[int]]:
+        """(pending requests with a time bound, pending requests whose notification failed)."""
+        t = approval_request.c
+        bounded = or_(
+            t.expire_after.is_not(None),
+            t.timeout.is_not(None),
+            t.escalate_after.is_not(None),
+            t.remind_after.is_not(None),
+        )
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(select(t.id).where(t.status == PENDING, bounded).order_by(t.id)).scalars())
+            failed = list(
+                conn.execute(
+                    select(audit_event.c.request_id)
+                    .distinct()
+                    .where(
+                        audit_event.c.event == "notify_failed",
+                        audit_event.c.request_id.in_(select(t.id).where(t.status == PENDING)),
+                    )
+                ).scalars()
+            )
+        return ids, failed
+
+    def escalate(self, req: ApprovalRequest, now: datetime) -> bool:
+        """Add ``escalate_to`` to the request's approvers, once (a conditional update); audited."""
+        t = approval_request.c
+        approvers = req.approvers + [a for a in req.escalate_to if a not in req.approvers]
+        with self.writing() as conn:
+            won = conn.execute(
+                update(approval_request)
+                .where(t.id == req.id, t.status == PENDING, t.escalated_at.is_(None))
+                .values(escalated_at=now, approvers=canonical_json(approvers))
+            ).rowcount
+            if not won:
+                return False
+            have = {
+                (r.kind, r.value)
+                for r in conn.execute(select(request_approver).where(request_approver.c.request_id == req.id))
+            }
+            new = [
+                {"request_id": req.id, "kind": k, "value": v}
+                for k, v in approver_rows(req.escalate_to)
+                if (k, v) not in have
+            ]
+            if new:
+                conn.execute(insert(request_approver), new)
+            self.record_audit(conn, req.id, "escalated", None, {"to": req.escalate_to})
+        return True
+
+    def count_reminder(self, req: ApprovalRequest, now: datetime) -> int | None:
+        """Record the next reminder, once (a conditional update); its number, or None when another sweep won."""
+        t = approval_request.c
+        n = req.reminders + 1
+        with self.writing() as conn:
+            won = conn.execute(
+                update(approval_request)
+                .where(t.id == req.id, t.status == PENDING, t.reminders == req.reminders)
+                .values(reminders=n, reminded_at=now)
+            ).rowcount
+            if not won:
+                return None
+            self.record_audit(conn, req.id, "reminded", None, {"count": n})
+        return n
 
     # -- audit ------------------------------------------------------------------------
     def record_audit(
