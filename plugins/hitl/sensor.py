@@ -22,8 +22,10 @@ from airflow.sdk.definitions.xcom_arg import PlainXComArg
 from hitl.gate import GateOptions
 from hitl.outputs import detect_kind, summarize
 
-GATE_RETRIES = 3  # a gate that starts while the decision store is down retries instead of failing its run
-GATE_RETRY_DELAY = timedelta(seconds=20)
+# A gate that starts while the decision store is down retries instead of failing its run:
+# after about 15 s, 30 s, 1 min, 2 min, 4 min (a closed request is never retried: see _closed).
+GATE_RETRIES = 5
+GATE_RETRY_DELAY = timedelta(seconds=15)
 
 
 class ApprovedOutput(PlainXComArg):
@@ -56,6 +58,8 @@ class ApprovalSensor(BaseOperator):
             raise TypeError(f"pass either options= or {', '.join(sorted(gate_kwargs))}, not both")
         kwargs.setdefault("retries", GATE_RETRIES)
         kwargs.setdefault("retry_delay", GATE_RETRY_DELAY)
+        kwargs.setdefault("retry_exponential_backoff", 2.0)
+        kwargs.setdefault("max_retry_delay", timedelta(minutes=5))
         super().__init__(**kwargs)
         self.step_id = step_id
         self.options = options or GateOptions(**gate_kwargs)

@@ -32,7 +32,7 @@ class DecisionWatcher:
         self.url = url
         self.poll_interval = poll_interval
         self.polls = 0  # batched queries made; tests read it
-        self.failing = False  # the last poll failed: the outage is logged once, and its end
+        self.failures = 0  # polls failed in a row: an outage is logged once, when it starts, and when it ends
         self._waiters: dict[int, set[asyncio.Future[ApprovalRequest]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -114,18 +114,18 @@ class DecisionWatcher:
                     await self._listen()
                     await self.poll_once()
                 except Exception as exc:  # the store is down: keep waiting, try again next interval
-                    if not self.failing:
+                    if not self.failures:
                         log.error(
                             "hitl: the decision store is unavailable (%s: %s); %d parked gate(s) keep waiting",
                             type(exc).__name__,
                             str(exc).splitlines()[0] if str(exc) else "",
                             len(self._waiters),
                         )
-                    self.failing = True
+                    self.failures += 1
                 else:
-                    if self.failing:
-                        log.warning("hitl: the decision store is reachable again")
-                    self.failing = False
+                    if self.failures:
+                        log.warning("hitl: the decision store is reachable again after %d failed polls", self.failures)
+                    self.failures = 0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
