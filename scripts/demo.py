@@ -38,11 +38,14 @@ def serve_demo_site(port: int) -> http.server.ThreadingHTTPServer:
 
 def main() -> int:
     home = Path(os.environ.get("AIRFLOW_HOME", REPO / ".airflow"))
-    stack = AirflowStack(home=home, port=int(os.environ.get("HITL_PORT", "8080")))
+    site_port = int(os.environ.get("HITL_DEMO_SITE_PORT", "8765"))
+    # webResearch refuses loopback addresses unless allowed: allow the demo's own site, and only it.
+    stack = AirflowStack(
+        home=home, port=int(os.environ.get("HITL_PORT", "8080")), web_research_allow=f"127.0.0.1:{site_port}"
+    )
     print(f"AIRFLOW_HOME={home}")
     print("setting up Airflow's database and the decision store ...", flush=True)
     stack.setup()
-    site_port = int(os.environ.get("HITL_DEMO_SITE_PORT", "8765"))
     site = serve_demo_site(site_port)
     print("starting api-server, scheduler, dag-processor, triggerer ...", flush=True)
     stopping = False

@@ -31,6 +31,20 @@ class Settings:
     base_url: str
     outbox_dir: Path
     secret_key: str
+    # webResearch: hosts, addresses and CIDRs (each optionally :port) it may fetch although they are not
+    # public (loopback, private, ...); see hitl.steps.web_research. Empty: public web sites only.
+    web_research_allow: str = ""
+    # webResearch: at most this many bytes of a page's (decompressed) body are read.
+    web_research_max_bytes: int = 2_000_000
+
+
+def _positive_int(text: str, default: int) -> int:
+    """A webResearch limit: a bad value must not take the whole plugin down, so it falls back to the default."""
+    try:
+        value = int(text.strip().replace("_", ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def load_settings() -> Settings:
@@ -41,4 +55,6 @@ def load_settings() -> Settings:
         base_url=conf_get("api", "base_url", "http://localhost:8080").rstrip("/"),
         outbox_dir=Path(conf_get("hitl", "outbox_dir", str(home / "outbox"))),
         secret_key=conf_get("hitl", "secret_key", "") or conf_get("api", "secret_key", ""),
+        web_research_allow=conf_get("hitl", "web_research_allow", ""),
+        web_research_max_bytes=_positive_int(conf_get("hitl", "web_research_max_bytes", ""), 2_000_000),
     )

@@ -51,18 +51,31 @@ def _uses_fab() -> bool:
     return "fab" in conf_get("core", "auth_manager", "").lower()
 
 
+def fab_user_filter(user_model: Any, *, username: str | None = None, email: str | None = None) -> Any:
+    """The WHERE clause for one FAB user: the exact name, or the exact email ignoring case.
+
+    Never LIKE/ILIKE: ``_`` and ``%`` in an address from Slack would be wildcards (``a_ice@...``
+    would find ``alice@...``)."""
+    from sqlalchemy import func
+
+    if username:
+        return user_model.username == username
+    return func.lower(user_model.email) == (email or "").strip().lower()
+
+
 def _fab_reviewer(*, username: str | None = None, email: str | None = None) -> Reviewer | None:
     """A FAB user by name or email, where this process may read Airflow's database (not in task code)."""
+    if not username and not (email or "").strip():
+        return None
     try:
         from airflow.providers.fab.auth_manager.models import User
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            query = session.query(User)
-            query = query.filter(User.username == username) if username else query.filter(User.email.ilike(email or ""))
-            user = query.one_or_none()
-            if user is None:
+            users = session.query(User).filter(fab_user_filter(User, username=username, email=email)).limit(2).all()
+            if len(users) != 1:  # none, or two accounts whose emails differ only in case: nobody
                 return None
+            user = users[0]
             return Reviewer(user.username, user.email, frozenset(r.name.lower() for r in user.roles))
     except Exception:
         return None
@@ -85,15 +98,17 @@ def lookup_reviewer(name: str) -> Reviewer:
 
 
 def reviewer_by_email(email: str) -> Reviewer | None:
-    """The Airflow user with this email (how Slack users are mapped): FAB's users, else ``user_emails``."""
+    """The Airflow user with exactly this email, ignoring case (how Slack users are mapped): FAB's users,
+    else ``user_emails``."""
+    wanted = (email or "").strip().lower()
+    if not wanted:
+        return None
     if _uses_fab():
-        fab = _fab_reviewer(email=email)
+        fab = _fab_reviewer(email=wanted)
         if fab is not None:
             return fab
-    for name, known in user_directory().items():
-        if known.lower() == email.lower():
-            return lookup_reviewer(name)
-    return None
+    matches = [name for name, known in user_directory().items() if known.lower() == wanted]
+    return lookup_reviewer(matches[0]) if len(matches) == 1 else None
 
 
 def may_decide(reviewer: Reviewer, approvers: Sequence[dict[str, str]], extra: Sequence[dict[str, str]] = ()) -> bool:

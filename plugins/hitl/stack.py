@@ -7,6 +7,7 @@ Each stack has its own ``AIRFLOW_HOME`` and port, and stops the processes it sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,6 +26,33 @@ REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 DEMO_USERS = {"admin": "admin", "alice": "user", "bob": "user"}
+# Files that Airflow's components create in the stack's home (SQLite databases and their journals,
+# logs, the outbox) are the owner's only.
+CHILD_UMASK = 0o077
+SQLITE_FILES = ("airflow.db", "hitl.db")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` so that only its owner can ever read it.
+
+    The content goes to a new file that is created 0600 (``mkstemp``; no umask can widen that), which
+    then atomically replaces ``path``: there is no moment when the secret sits in a readable file, and
+    a readable file left by an older version is replaced, not reused."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 def free_port() -> int:
@@ -39,6 +68,9 @@ class AirflowStack:
     dags_folder: Path = REPO / "dags"
     specs_folder: Path = REPO / "workflow_specs"
     users: dict[str, str] = field(default_factory=lambda: dict(DEMO_USERS))
+    # ``[hitl] web_research_allow`` for the stack's components. The demo's and the tests' prospect sites
+    # are on loopback (which webResearch refuses by default); scripts/demo.py narrows this to its site's port.
+    web_research_allow: str = "127.0.0.1"
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -50,10 +82,21 @@ class AirflowStack:
     def bin(self) -> Path:
         return Path(sys.executable).parent
 
+    def prepare_home(self) -> None:
+        """The stack's home, private to its owner (0700), with any files an older version left readable tightened."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.home, 0o700)
+        for name in ("stack-secrets.json", "passwords.json", *SQLITE_FILES):
+            for path in (self.home / name, *(self.home / f"{name}{suffix}" for suffix in ("-journal", "-wal", "-shm"))):
+                if path.exists() and path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)
+
     def _secrets(self) -> dict[str, str]:
+        """The JWT secret, the API secret key and the Fernet key: generated once, kept in a 0600 file."""
         path = self.home / "stack-secrets.json"
         if path.exists():
             return dict(json.loads(path.read_text()))
+        self.prepare_home()
         values = {"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32), "fernet": ""}
         try:
             from cryptography.fernet import Fernet
@@ -61,16 +104,19 @@ class AirflowStack:
             values["fernet"] = Fernet.generate_key().decode()
         except ImportError:  # pragma: no cover
             pass
-        path.write_text(json.dumps(values))
+        write_private(path, json.dumps(values))
         return values
 
     def passwords(self) -> dict[str, str]:
-        """Known passwords for the demo users (SimpleAuthManager reads this file)."""
+        """Known passwords for the demo users (SimpleAuthManager reads this file; 0600)."""
         path = self.home / "passwords.json"
         current: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        for user in self.users:
-            current.setdefault(user, secrets.token_urlsafe(9))
-        path.write_text(json.dumps(current, indent=2))
+        missing = [user for user in self.users if user not in current]
+        if missing or not path.exists():
+            self.prepare_home()
+            for user in missing:
+                current[user] = secrets.token_urlsafe(9)
+            write_private(path, json.dumps(current, indent=2))
         return current
 
     def env(self) -> dict[str, str]:
@@ -98,6 +144,7 @@ class AirflowStack:
                 "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt"],
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
                 "AIRFLOW__HITL__SPECS_FOLDER": str(self.specs_folder),
+                "AIRFLOW__HITL__WEB_RESEARCH_ALLOW": self.web_research_allow,
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 "PYTHONPATH": str(REPO / "plugins"),
             }
@@ -113,11 +160,12 @@ class AirflowStack:
             text=True,
             check=check,
             timeout=timeout,
+            umask=CHILD_UMASK,
         )
 
     def setup(self) -> None:
-        """Migrate Airflow's database and the decision store; write the users' passwords."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        """Migrate Airflow's database and the decision store (created 0600); write the users' passwords."""
+        self.prepare_home()
         self.passwords()
         self.run("airflow", "db", "migrate")
         self.run("python", "-m", "hitl", "db", "upgrade")
@@ -129,9 +177,14 @@ class AirflowStack:
             args = [str(self.bin / "airflow"), name]
             if name == "api-server":
                 args += ["--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"]
-            out = open(logs / f"{name}.out", "ab")  # noqa: SIM115 - owned by the child process
+            out = open(logs / f"{name}.out", "ab", opener=_private_opener)  # noqa: SIM115 - owned by the child
             self.procs[name] = subprocess.Popen(
-                args, env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                umask=CHILD_UMASK,
             )
 
     def wait_healthy(self, timeout: float = 180) -> None:

@@ -18,12 +18,40 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+ADDRESS_HEADERS = (("from", "From"), ("to", "To"), ("cc", "Cc"), ("bcc", "Bcc"), ("reply_to", "Reply-To"))
+
+
+def email_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of the step's config that make up the message (not transport or connId)."""
+    from hitl.outputs import EMAIL_FIELDS, OPTIONAL_EMAIL_FIELDS
+
+    return {k: config[k] for k in (*EMAIL_FIELDS, *OPTIONAL_EMAIL_FIELDS) if config.get(k) not in (None, "", [])}
+
+
+def check_sendable(config: dict[str, Any]) -> None:
+    """Refuse a message that is not what it looks like: header injection, NUL, lists that are not addresses."""
+    from hitl.outputs import sendable_errors
+
+    errors = sendable_errors("email", email_fields(config))
+    if errors:
+        raise ValueError("email: will not send: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def addresses(config: dict[str, Any], field: str) -> list[str]:
+    """An address field (a string or a list of strings) as one formatted address per recipient."""
+    from hitl.outputs import parse_addresses
+
+    return [str(a) for a in parse_addresses(field, config.get(field))]
+
+
 def build_message(config: dict[str, Any]) -> EmailMessage:
+    """An RFC 5322 message. Address fields are parsed into addresses (a list is never written as its repr)."""
+    from hitl.outputs import parse_addresses
+
     msg = EmailMessage()
-    msg["From"] = config["from"]
-    msg["To"] = config["to"]
-    if config.get("cc"):
-        msg["Cc"] = config["cc"]
+    for field, header in ADDRESS_HEADERS:
+        if config.get(field) not in (None, "", []):
+            msg[header] = parse_addresses(field, config[field])
     msg["Subject"] = config["subject"]
     msg["Message-ID"] = make_msgid(domain="hitl.local")
     msg.set_content(config["body"])
@@ -51,13 +79,16 @@ def _send_smtp(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     body = f'<div style="white-space:pre-wrap">{html.escape(config["body"])}</div>'
+    reply_to = addresses(config, "reply_to")
     with SmtpHook(smtp_conn_id=config.get("connId") or "smtp_default") as hook:
         hook.send_email_smtp(
-            to=config["to"],
+            to=addresses(config, "to"),
             subject=config["subject"],
             html_content=body,
-            from_email=config["from"],
-            cc=config.get("cc"),
+            from_email=addresses(config, "from")[0],
+            cc=addresses(config, "cc") or None,
+            bcc=addresses(config, "bcc") or None,
+            custom_headers={"Reply-To": ", ".join(reply_to)} if reply_to else None,
         )
     return {}
 
@@ -76,6 +107,7 @@ def _send_gmail(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
 def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
     from hitl.store import get_store
 
+    check_sendable(config)  # before claiming: a message that cannot go out must not look like it went
     ti = context["ti"]
     key = f"email:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{ti.map_index if ti.map_index is not None else -1}"
     store = get_store()
