@@ -152,3 +152,30 @@ def test_self_approval_guard(sqlite_store: Store) -> None:
     with pytest.raises(NotAllowed, match="triggered this run and may not approve it"):
         decide(sqlite_store, req.id, ALICE, "approve")
     assert decide(sqlite_store, req.id, BOB, "approve").final
+
+
+def test_a_plain_approval_of_an_output_that_cannot_be_sent_is_refused(sqlite_store: Store) -> None:
+    # The draft itself carries a header injection: approving it as it is must not reach the email step.
+    bad = {
+        "from": "sam@acme.example",
+        "to": "owner@shop.example\r\nBcc: all@victim.example",
+        "subject": "Hi",
+        "body": "x",
+    }
+    req, _ = sqlite_store.record_request(gate(output=bad))
+    with pytest.raises(InvalidEdit, match="cannot be acted on as it is") as info:
+        decide(sqlite_store, req.id, ALICE, "approve")
+    assert "to" in info.value.errors
+    assert sqlite_store.get(req.id).status == PENDING  # type: ignore[union-attr]
+    # Editing it into a sendable email is the way through.
+    fixed = {**bad, "to": "owner@shop.example"}
+    assert decide(sqlite_store, req.id, ALICE, "approve", edited_output=fixed).request.status == APPROVED
+
+
+@pytest.mark.parametrize("comment", [123, ["a"], {"x": 1}, "x" * 2001])
+def test_a_reason_that_is_not_short_text_is_refused(sqlite_store: Store, comment: object) -> None:
+    req, _ = sqlite_store.record_request(gate())
+    with pytest.raises(DecisionError, match=r"the reason (must be text|is too long)"):
+        decide(sqlite_store, req.id, ALICE, "reject", comment=comment)  # type: ignore[arg-type]
+    assert sqlite_store.get(req.id).status == PENDING  # type: ignore[union-attr]
+    assert sqlite_store.votes(req.id) == []

@@ -13,17 +13,10 @@ from typing import Any, Literal
 
 from hitl.gate_end import DirectRoute
 from hitl.identity import Reviewer, describe_approvers, may_decide
-from hitl.outputs import field_errors
+from hitl.outputs import field_errors, sendable_errors
 from hitl.store import APPROVED, PENDING, REJECTED, SUPERSEDED, ApprovalRequest, Store, utcnow
 
 log = logging.getLogger(__name__)
-
-
-def sendable_errors(kind: str, output: Any) -> dict[str, str]:  # TEMP until hitl.outputs has it
-    from hitl import outputs
-
-    check = getattr(outputs, "sendable_errors", None)
-    return check(kind, output) if check else {}
 
 
 Action = Literal["approve", "reject"]
