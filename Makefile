@@ -4,8 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: venv demo test unit lint benchmarks clean
+# Locks, all generated from pyproject.toml by `make lock` (same pins across the three):
+#   requirements.txt        tests and CI: the plugin with its google, slack and postgres extras + the dev group (test, lint)
+#   requirements-demo.txt   the demo: the plugin's runtime dependencies only
+#   requirements-bench.txt  benchmarks: runtime + the bench group (dag-factory)
+LOCKS := requirements.txt requirements-demo.txt requirements-bench.txt
 
+.PHONY: venv demo-venv bench-venv demo test unit lint benchmarks wheel lock check-lock clean
+
+# The full development install (what `make test`, `make lint` and CI use).
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -13,9 +20,26 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.installed
+# The demo's lighter install: runtime only. A venv that already has the full install satisfies it at once.
+$(VENV)/.installed-demo: requirements-demo.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-demo.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
 
-demo: venv
+$(VENV)/.installed-bench: requirements-bench.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+demo-venv: $(VENV)/.installed-demo
+bench-venv: $(VENV)/.installed-bench
+
+demo: demo-venv
 	$(PY) scripts/demo.py
 
 # The default suite: unit, store (SQLite, and PostgreSQL when HITL_TEST_POSTGRES_URL is set),
@@ -32,10 +56,38 @@ lint: venv
 	$(PY) -m ruff format --check plugins dags tests benchmarks scripts
 	$(PY) -m mypy
 
-benchmarks: venv
+benchmarks: bench-venv
 	$(PY) benchmarks/decision_latency.py
 	$(PY) benchmarks/parse_time.py
 	$(PY) benchmarks/inbox.py
 
+# The wheel (templates, static files and migrations inside; hitl_devstack left out) in dist/.
+wheel:
+	rm -rf dist build/lib build/bdist.*
+	$(PYTHON) -m pip wheel --quiet --no-deps -w dist .
+	@ls dist/*.whl
+
+# Regenerate the locks from pyproject.toml with uv (in its own throwaway venv under build/). Existing pins are kept
+# unless asked: `make lock LOCK_ARGS=--upgrade` or `LOCK_ARGS="--upgrade-package apache-airflow-providers-google"`.
+# UV_INDEX_ARGS points uv at other indexes (uv does not read pip.conf).
+LOCK_TOOLS := build/lock-tools
+UV := $(LOCK_TOOLS)/bin/uv
+UV_INDEX_ARGS ?=
+UV_COMPILE = $(UV) pip compile pyproject.toml --quiet --python-version 3.11.5 --custom-compile-command "make lock" $(UV_INDEX_ARGS) $(LOCK_ARGS)
+$(UV):
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install --quiet uv
+lock: $(UV)
+	$(UV_COMPILE) --extra google --extra slack --extra postgres --group dev -o requirements.txt
+	$(UV_COMPILE) -c requirements.txt -o requirements-demo.txt
+	$(UV_COMPILE) --group bench -c requirements.txt -o requirements-bench.txt
+
+# The lock agrees with the ranges declared in pyproject.toml: pip resolves it together with the project, the extras
+# and the groups it was made from, installing nothing; then the venv's own dependencies are checked.
+# tests/test_packaging.py checks all three locks' pins against the ranges without pip.
+check-lock: venv
+	$(PY) -m pip install --quiet --dry-run -r requirements.txt -e ".[google,slack,postgres]" --group dev
+	$(PY) -m pip check
+
 clean:
-	rm -rf $(VENV) .airflow .pytest_cache test-artifacts
+	rm -rf $(VENV) .airflow .pytest_cache test-artifacts build dist

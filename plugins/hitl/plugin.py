@@ -6,6 +6,12 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from hitl.compat import check_airflow_version
+
+# Refuse to load on an Airflow this plugin is not built for: Airflow lists the ImportError's message
+# as the plugin's import error instead of failing later somewhere far from the cause.
+check_airflow_version()
+
 
 class _LazyViews:
     """Builds the FAB view on first use: only the api-server asks, and Flask-AppBuilder is slow to import."""
