@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from hitl.stack import AirflowStack, free_port  # noqa: E402
+from hitl_devstack import AirflowStack, free_port  # noqa: E402
 
 
 def wait(predicate, timeout: float = 120, every: float = 0.1):  # type: ignore[no-untyped-def]

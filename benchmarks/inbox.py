@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from hitl.stack import AirflowStack, free_port  # noqa: E402
+from hitl_devstack import AirflowStack, free_port  # noqa: E402
 
 NATIVE = "native_approval_latency"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from hitl.stack import AirflowStack  # noqa: E402
+from hitl_devstack import AirflowStack  # noqa: E402
 
 DAG_ID = "local_business_outreach"
 

@@ -121,7 +121,7 @@ def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpInbox]:
 
     from aiosmtpd.controller import Controller
 
-    from hitl.stack import free_port
+    from hitl_devstack import free_port
 
     inbox = SmtpInbox()
     port = free_port()

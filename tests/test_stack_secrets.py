@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl.stack import AirflowStack, write_private
+from hitl_devstack import AirflowStack, write_private
 
 
 def mode(path: Path) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +162,7 @@ def build_monitor_dag() -> Any:
         max_active_runs=1,
         tags=["hitl"],
     ) as dag:
-        SweepOperator(task_id="sweep", retries=1)
+        SweepOperator(task_id="sweep", retries=2, retry_delay=timedelta(seconds=20))  # a sweep is safe to repeat
     return dag
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl.stack import REPO, AirflowStack, free_port
+from hitl_devstack import REPO, AirflowStack, free_port
 
 
 @pytest.fixture(scope="session")

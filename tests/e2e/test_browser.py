@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl.stack import REPO, AirflowStack
+from hitl_devstack import REPO, AirflowStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hitl.stack import AirflowStack
+from hitl_devstack import AirflowStack
 from hitl.store import PENDING, Store
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hitl.monitor import EXPIRY_ACTOR
-from hitl.stack import AirflowStack
+from hitl_devstack import AirflowStack
 from hitl.store import Store
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl.stack import AirflowStack
+from hitl_devstack import AirflowStack
 from hitl.store import ApprovalRequest, Store
 
 pytestmark = pytest.mark.e2e

@@ -1,6 +1,6 @@
-"""A local Airflow on SQLite with LocalExecutor and this plugin.
+"""A local Airflow on SQLite with LocalExecutor and this plugin: the demo's, the end-to-end tests' and the benchmarks'.
 
-For the quickstart, the end-to-end tests and the benchmarks.
+Not part of the runtime package (the wheel carries ``hitl`` only).
 
 Each stack has its own ``AIRFLOW_HOME`` and port, and stops the processes it started by PID.
 """
@@ -73,6 +73,7 @@ class AirflowStack:
     web_research_allow: str = "127.0.0.1"
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    reaper: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -171,9 +172,15 @@ class AirflowStack:
         self.run("python", "-m", "hitl", "db", "upgrade")
 
     def start(self, components: tuple[str, ...] = COMPONENTS) -> None:
+        """Start components, the api-server first (tasks and the scheduler talk to it), each in its own process group.
+
+        A reaper process stops them all if this process dies without calling ``stop`` (a killed test run).
+        """
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name in components:
+        self._start_reaper()
+        ordered = sorted(components, key=lambda name: name != "api-server")
+        for name in ordered:
             args = [str(self.bin / "airflow"), name]
             if name == "api-server":
                 args += ["--port", str(self.port), "--host", "127.0.0.1", "--workers", "1"]
@@ -186,6 +193,23 @@ class AirflowStack:
                 start_new_session=True,
                 umask=CHILD_UMASK,
             )
+            self._record_groups()
+            if name == "api-server" and len(ordered) > 1:
+                self.wait_healthy()
+
+    @property
+    def groups_file(self) -> Path:
+        return self.home / "stack-process-groups"
+
+    def _start_reaper(self) -> None:
+        if self.reaper is None or self.reaper.poll() is not None:
+            from hitl_devstack import reaper
+
+            self._record_groups()
+            self.reaper = reaper.start(os.getpid(), self.groups_file)
+
+    def _record_groups(self) -> None:
+        self.groups_file.write_text("\n".join(str(p.pid) for p in self.procs.values()) + "\n")
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -275,20 +299,35 @@ class AirflowStack:
             time.sleep(1)
         raise TimeoutError(f"run {run_id} still {state} after {timeout:.0f}s")
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 30) -> None:
+        """SIGTERM every component's process group (children included), SIGKILL what is left after ``grace``."""
+        from hitl_devstack.reaper import group_alive
+
+        pgids = [p.pid for p in self.procs.values()]
+        for pgid in pgids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            for proc in self.procs.values():
+                proc.poll()  # reap the leader, so a zombie does not count as alive
+            if not any(group_alive(g) for g in pgids):
+                break
+            time.sleep(0.2)
+        for pgid in pgids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
         for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.wait(timeout=30)
         self.procs.clear()
+        self.groups_file.unlink(missing_ok=True)  # the reaper sees its file gone and exits quietly
+        if self.reaper is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.reaper.wait(timeout=10)
+            self.reaper = None
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
         os.killpg(proc.pid, sig)
         proc.wait(timeout=60)
+        self._record_groups()
