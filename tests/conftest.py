@@ -140,53 +140,40 @@ class FakeSlack:
     """A local HTTP server speaking the parts of Slack's webhook and Web API that we use."""
 
     def __init__(self) -> None:
-        import http.server
-        import threading
+        from helpers import LoopbackServer
 
-        self.calls: list[tuple[str, Any]] = []
         self.emails: dict[str, str] = {}
-        fake = self
+        self.server = LoopbackServer(self._answer)
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                import json
-                from urllib.parse import parse_qs
+    @property
+    def calls(self) -> list[tuple[str, Any]]:
+        import json
+        from urllib.parse import parse_qs
 
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                if "json" in (self.headers.get("Content-Type") or ""):
-                    body: Any = json.loads(raw or "{}")
-                else:
-                    body = {k: v[0] for k, v in parse_qs(raw).items()}
-                fake.calls.append((self.path, body))
-                if self.path.startswith("/services/"):
-                    answer, kind = b"ok", "text/plain"
-                elif self.path == "/api/chat.postMessage":
-                    answer, kind = (
-                        json.dumps({"ok": True, "channel": "C123", "ts": "1700000000.000100"}).encode(),
-                        "application/json",
-                    )
-                elif self.path == "/api/views.open":
-                    answer, kind = json.dumps({"ok": True, "view": {"id": "V1"}}).encode(), "application/json"
-                elif self.path == "/api/users.info":
-                    user = body.get("user")
-                    answer = json.dumps(
-                        {"ok": True, "user": {"id": user, "profile": {"email": fake.emails.get(user, "")}}}
-                    ).encode()
-                    kind = "application/json"
-                else:
-                    answer, kind = b"ok", "text/plain"
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+        out = []
+        for _method, path, headers, raw in self.server.calls:
+            text = raw.decode()
+            if "json" in (headers.get("Content-Type") or ""):
+                body: Any = json.loads(text or "{}")
+            else:
+                body = {k: v[0] for k, v in parse_qs(text).items()}
+            out.append((path, body))
+        return out
 
-            def log_message(self, *args: object) -> None:
-                pass
+    def _answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        from urllib.parse import parse_qs
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        from helpers import json_reply
+
+        if path == "/api/chat.postMessage":
+            return json_reply({"ok": True, "channel": "C123", "ts": "1700000000.000100"})
+        if path == "/api/views.open":
+            return json_reply({"ok": True, "view": {"id": "V1"}})
+        if path == "/api/users.info":
+            user = {k: v[0] for k, v in parse_qs(raw.decode()).items()}.get("user")
+            return json_reply({"ok": True, "user": {"id": user, "profile": {"email": self.emails.get(user or "", "")}}})
+        return 200, {"Content-Type": "text/plain"}, b"ok"
 
     def posted(self, path: str) -> list[Any]:
         return [body for p, body in self.calls if p == path]
@@ -207,7 +194,7 @@ def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
         json.dumps({"conn_type": "slack", "password": "xoxb-test-token", "extra": {"base_url": f"{slack.url}/api/"}}),
     )
     yield slack
-    slack.server.shutdown()
+    slack.server.close()
 
 
 @pytest.fixture

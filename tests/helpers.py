@@ -61,3 +61,61 @@ def dead_smtp_connection() -> str:
 
     extra = {"disable_ssl": True, "disable_tls": True, "retry_limit": 1, "timeout": 2}
     return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": 9, "extra": extra})
+
+
+class LoopbackServer:
+    """One fake HTTP server for every test that needs a peer (Slack, Google, a web site): real HTTP on 127.0.0.1.
+
+    ``answer(method, path, headers, body)`` returns ``(status, headers, body)``; every request is recorded in
+    ``calls`` as ``(method, path, headers, body)``. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, answer: Any) -> None:
+        import http.server
+        import threading
+
+        self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = dict(self.headers)
+                server.calls.append((self.command, self.path, headers, body))
+                status, extra, data = answer(self.command, self.path, headers, body)
+                self.send_response(status)
+                extra = {"Content-Length": str(len(data)), **extra}
+                for key, value in extra.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except OSError:  # the client stopped reading (a size cap under test)
+                    pass
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> LoopbackServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def json_reply(body: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:
+    """A JSON answer for ``LoopbackServer``."""
+    import json
+
+    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()

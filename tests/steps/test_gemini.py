@@ -6,58 +6,39 @@ token_uri is the local server, and google-genai's GOOGLE_VERTEX_BASE_URL pointin
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from helpers import LoopbackServer, json_reply
 from hitl.steps import ai_action
 
 DRAFT = {"from": "sam@acme.example", "to": "owner@shop.example", "subject": "Hello Rosie", "body": "Hi!"}
 
 
 class FakeGoogle:
+    """Google's OAuth token endpoint and Vertex ``generateContent``, on loopback."""
+
     def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, Any], str]] = []
         self.answer = json.dumps(DRAFT)
-        fake = self
+        self.server = LoopbackServer(self._answer)
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                fake.requests.append((self.path, dict(self.headers), raw))
-                if self.path == "/token":
-                    body = {"access_token": "fake-access-token", "expires_in": 3600, "token_type": "Bearer"}
-                elif self.path.endswith(":generateContent"):
-                    if self.headers.get("Authorization") != "Bearer fake-access-token":
-                        self.send_response(401)
-                        self.end_headers()
-                        return
-                    body = {
-                        "candidates": [
-                            {"content": {"role": "model", "parts": [{"text": fake.answer}]}, "finishReason": "STOP"}
-                        ]
-                    }
-                else:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    @property
+    def requests(self) -> list[tuple[str, dict[str, Any], str]]:
+        return [(path, headers, raw.decode()) for _m, path, headers, raw in self.server.calls]
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        if path == "/token":
+            return json_reply({"access_token": "fake-access-token", "expires_in": 3600, "token_type": "Bearer"})
+        if path.endswith(":generateContent"):
+            if headers.get("Authorization") != "Bearer fake-access-token":
+                return 401, {}, b""
+            parts = [{"text": self.answer}]
+            return json_reply({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]})
+        return 404, {}, b""
 
 
 @pytest.fixture
@@ -84,7 +65,7 @@ def google(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGoogle]:
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_TEST", json.dumps(conn))
     monkeypatch.setenv("GOOGLE_VERTEX_BASE_URL", f"{fake.url}/")
     yield fake
-    fake.server.shutdown()
+    fake.server.close()
 
 
 def config(**overrides: Any) -> dict[str, Any]:
