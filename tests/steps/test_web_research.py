@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import http.server
 import ipaddress
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from helpers import LoopbackServer
 from hitl.steps import web_research
 from hitl.steps.web_research import Guard, ResearchError, parse_allow, refusal_reason
 
@@ -30,62 +29,40 @@ class Site:
     """A loopback web site that records what it was asked."""
 
     def __init__(self) -> None:
-        self.paths: list[str] = []
-        self.hosts: list[str] = []
-        site = self
+        self.server = LoopbackServer(self._answer)
+        self.port = self.server.port
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                site.paths.append(self.path)
-                site.hosts.append(self.headers.get("Host", ""))
-                path, query = urlsplit(self.path).path, parse_qs(urlsplit(self.path).query)
-                if path == "/slow":
-                    time.sleep(2)
-                if path == "/missing":
-                    self.send_error(404)
-                    return
-                if path == "/redirect":
-                    self.send_response(302)
-                    self.send_header("Location", query["to"][0])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if path == "/loop":
-                    self.send_response(301)
-                    self.send_header("Location", "/loop")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body, extra = PAGE, {}
-                if path == "/about":
-                    body = b"<title>About</title><p>info@rosies.example</p>"
-                elif path == "/big":
-                    body = b"<title>Big</title><p>" + b"x" * 5_000_000 + b"</p>"
-                elif path == "/bomb":  # 50 MB of zeros in about 50 KB
-                    body, extra = (
-                        gzip.compress(b"<title>Bomb</title>" + b"0" * 50_000_000),
-                        {"Content-Encoding": "gzip"},
-                    )
-                elif path == "/utf8":
-                    body = "<title>Café Ünïcode</title>".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in extra.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except OSError:  # the client stopped reading: that is the point of the cap
-                    pass
+    @property
+    def paths(self) -> list[str]:
+        return [path for _m, path, _h, _b in self.server.calls]
 
-            def log_message(self, *args: object) -> None:
-                pass
+    @property
+    def hosts(self) -> list[str]:
+        return [headers.get("Host", "") for _m, _p, headers, _b in self.server.calls]
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    def _answer(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        path, query = urlsplit(raw_path).path, parse_qs(urlsplit(raw_path).query)
+        if path == "/slow":
+            time.sleep(2)
+        if path == "/missing":
+            return 404, {}, b"not found"
+        if path == "/redirect":
+            return 302, {"Location": query["to"][0]}, b""
+        if path == "/loop":
+            return 301, {"Location": "/loop"}, b""
+        page, extra = PAGE, {}
+        if path == "/about":
+            page = b"<title>About</title><p>info@rosies.example</p>"
+        elif path == "/big":
+            page = b"<title>Big</title><p>" + b"x" * 5_000_000 + b"</p>"
+        elif path == "/bomb":  # 50 MB of zeros in about 50 KB
+            page, extra = gzip.compress(b"<title>Bomb</title>" + b"0" * 50_000_000), {"Content-Encoding": "gzip"}
+        elif path == "/utf8":
+            page = "<title>Café Ünïcode</title>".encode()
+        return 200, {"Content-Type": "text/html", **extra}, page
 
 
 @pytest.fixture(autouse=True)
@@ -112,16 +89,14 @@ def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 def site() -> Iterator[Site]:
     s = Site()
     yield s
-    s.server.shutdown()
-    s.server.server_close()
+    s.server.close()
 
 
 @pytest.fixture
 def other_site() -> Iterator[Site]:
     s = Site()
     yield s
-    s.server.shutdown()
-    s.server.server_close()
+    s.server.close()
 
 
 # --- what it reads, with the loopback site allowed ----------------------------------------------
@@ -437,10 +412,9 @@ def tls_site(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     site = Site()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
-    site.server.socket = context.wrap_socket(site.server.socket, server_side=True)
+    site.server.server.socket = context.wrap_socket(site.server.server.socket, server_side=True)
     yield site.port, cert_file
-    site.server.shutdown()
-    site.server.server_close()
+    site.server.close()
 
 
 def test_https_connects_to_the_checked_address_and_still_verifies_the_host_name(
