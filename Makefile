@@ -9,6 +9,10 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 #   requirements-demo.txt   the demo: the plugin's runtime dependencies only
 #   requirements-bench.txt  benchmarks: runtime + the bench group (dag-factory)
 LOCKS := requirements.txt requirements-demo.txt requirements-bench.txt
+# setuptools leaves the metadata it builds beside the package, in plugins/. Airflow puts the plugins folder on
+# sys.path, so a leftover egg-info there would be a second copy of the distribution and of its airflow.plugins
+# entry point ("Plugin 'hitl' already registered"): the installs remove it (the editable install does not need it).
+BUILD_LEFTOVERS := plugins/*.egg-info
 
 .PHONY: venv demo-venv bench-venv demo test unit lint benchmarks wheel lock check-lock clean
 
@@ -18,6 +22,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	rm -rf $(BUILD_LEFTOVERS)
 	touch $@
 
 # The demo's lighter install: runtime only. A venv that already has the full install satisfies it at once.
@@ -26,6 +31,7 @@ $(VENV)/.installed-demo: requirements-demo.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-demo.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	rm -rf $(BUILD_LEFTOVERS)
 	touch $@
 
 $(VENV)/.installed-bench: requirements-bench.txt pyproject.toml
@@ -33,6 +39,7 @@ $(VENV)/.installed-bench: requirements-bench.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	rm -rf $(BUILD_LEFTOVERS)
 	touch $@
 
 venv: $(VENV)/.installed
@@ -65,6 +72,7 @@ benchmarks: bench-venv
 wheel:
 	rm -rf dist build/lib build/bdist.*
 	$(PYTHON) -m pip wheel --quiet --no-deps -w dist .
+	rm -rf $(BUILD_LEFTOVERS) build/lib build/bdist.*
 	@ls dist/*.whl
 
 # Regenerate the locks from pyproject.toml with uv (in its own throwaway venv under build/). Existing pins are kept
@@ -87,6 +95,7 @@ lock: $(UV)
 # tests/test_packaging.py checks all three locks' pins against the ranges without pip.
 check-lock: venv
 	$(PY) -m pip install --quiet --dry-run -r requirements.txt -e ".[google,slack,postgres]" --group dev
+	rm -rf $(BUILD_LEFTOVERS)
 	$(PY) -m pip check
 
 clean:
