@@ -7,11 +7,64 @@ clean key path.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Workflow and step ids: Airflow's DAG/task id alphabet (ASCII only), at most 200 characters so
+# that a step's gate task id (``<id>__approval``) stays under Airflow's 250.
 ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$"
+TAG_MAX_LEN = 100  # Airflow's (airflow.sdk.definitions.dag.TAG_MAX_LEN): a longer tag fails the DAG
+OWNER_MAX_LEN = 500  # Airflow stores a DAG's owners in a 2000-character column
+START_YEARS = (1900, 2999)  # a start_date outside these breaks Airflow's UTC conversion or scheduling
+# Size bounds on what one spec makes the DAG file build. Airflow re-validates every DAG param for
+# every task when it serializes the DAG (~1-2 ms each, jsonschema), so params x steps is bounded
+# too (in the loader, MAX_PARAM_CHECKS): one large spec must not push the whole DAG file past
+# Airflow's parse timeouts (dagbag_import_timeout 30 s, dag_file_processor_timeout 50 s).
+MAX_STEPS = 100
+MAX_PARAMS = 50
+
+DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.ASCII)
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_SECONDS = 3650 * 86400  # ten years: fits the store's integer columns and timedelta
+
+
+def duration_seconds(text: str) -> int | None:
+    """``'30m'`` -> 1800; None when ``text`` is not a duration."""
+    match = DURATION.match(text)
+    if not match or len(match.group(1)) > 12:
+        return None
+    return int(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def check_duration(text: str) -> str:
+    """``text`` when it is a duration between 1s and ten years, else a ValueError saying why."""
+    if not DURATION.match(text):
+        raise ValueError(f"must be a duration like '30m', '48h' or '7d', got {_clip(text)!r}")
+    seconds = duration_seconds(text)
+    if seconds is None or not 1 <= seconds <= MAX_DURATION_SECONDS:
+        raise ValueError(f"must be between 1s and 3650d, got {_clip(text)!r}")
+    return text
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_start_date(text: str) -> datetime:
+    """A spec's ``start_date`` as the DAG factory reads it (``datetime.fromisoformat``), within START_YEARS."""
+    example = "like '2024-01-01' or '2024-01-01T09:00:00+00:00'"
+    if not re.match(r"^\d{4}-\d{2}-\d{2}", text, re.ASCII):
+        raise ValueError(f"must be a date {example}, got {_clip(text)!r}")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"must be a date {example}, got {_clip(text)!r} ({exc})") from None
+    if not START_YEARS[0] <= parsed.year <= START_YEARS[1]:
+        raise ValueError(f"must be a date between the years {START_YEARS[0]} and {START_YEARS[1]}, got {_clip(text)!r}")
+    return parsed
 
 
 class Strict(BaseModel):
@@ -47,6 +100,11 @@ class Conditions(Strict):
     expireAfter: str | None = None
     onExpire: Literal["reject"] = "reject"
 
+    @field_validator("timeout", "remindAfter", "escalateAfter", "expireAfter")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        return None if value is None else check_duration(value)
+
 
 class SlackNotify(Strict):
     connId: str = Field(min_length=1)
@@ -75,13 +133,20 @@ class Step(Strict):
 class WorkflowSpec(Strict):
     id: str = Field(pattern=ID_PATTERN)
     description: str | None = None
-    owner: str = "hitl"
+    owner: str = Field(default="hitl", min_length=1, max_length=OWNER_MAX_LEN)
     schedule: str | None = None
-    start_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}")
-    tags: list[str] = Field(default_factory=list)
-    params: dict[str, Any] = Field(default_factory=dict)
+    start_date: str | None = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=TAG_MAX_LEN)]] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PARAMS)
     notify: Notify = Field(default_factory=Notify)
-    steps: list[dict[str, Any]] = Field(min_length=1)
+    steps: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_STEPS)
+
+    @field_validator("start_date")
+    @classmethod
+    def _start_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_start_date(value)
+        return value
 
 
 # -- per step type configs -------------------------------------------------------------
