@@ -115,11 +115,18 @@ def build_dag(loaded: LoadedSpec) -> Any:
     return dag
 
 
-def invalid_dag_id(path: Path) -> str:
-    return INVALID_PREFIX + re.sub(r"[^A-Za-z0-9_]+", "_", path.stem)
+def invalid_dag_id(path: Path, *, unique: bool = False) -> str:
+    """The stand-in's DAG id: readable, at most 250 characters; ``unique`` adds a digest of the whole path."""
+    import hashlib
+
+    stem = re.sub(r"[^A-Za-z0-9_]+", "_", path.stem)
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    if len(stem) > 200:
+        stem, unique = stem[:200], True
+    return INVALID_PREFIX + stem + (f"__{digest}" if unique else "")
 
 
-def build_invalid_dag(loaded: LoadedSpec) -> Any:
+def build_invalid_dag(loaded: LoadedSpec, dag_id: str | None = None) -> Any:
     from airflow.sdk import DAG
 
     from hitl.steps.invalid import InvalidSpecOperator
@@ -130,7 +137,7 @@ def build_invalid_dag(loaded: LoadedSpec) -> Any:
         + [f"- `{e}`" for e in errors]
     )
     dag = DAG(
-        dag_id=invalid_dag_id(loaded.path),
+        dag_id=dag_id or invalid_dag_id(loaded.path),
         description=f"INVALID SPEC {loaded.path.name}: {errors[0] if errors else 'unknown error'}"[:1000],
         schedule=None,
         start_date=DEFAULT_START,
@@ -166,27 +173,37 @@ def build_monitor_dag() -> Any:
     return dag
 
 
+def _build_one(loaded: LoadedSpec, *, taken: dict[str, Any]) -> Any:
+    """The spec's DAG, or its visible stand-in listing every error."""
+    if loaded.ok:
+        try:
+            return build_dag(loaded)
+        except Exception as exc:  # a bug or an Airflow refusal: show it like a spec error
+            log.exception("hitl: building %s failed", loaded.path)
+            from hitl.spec.loader import SpecError
+
+            loaded.errors.append(
+                SpecError(str(loaded.path), 1, "", f"cannot build the DAG: {type(exc).__name__}: {exc}")
+            )
+            loaded.spec = None
+    for error in loaded.errors:
+        log.error("hitl: %s", error)
+    dag_id = invalid_dag_id(loaded.path)
+    if dag_id in taken:  # a broken spec of the same name in another folder: both stay visible
+        dag_id = invalid_dag_id(loaded.path, unique=True)
+    return build_invalid_dag(loaded, dag_id)
+
+
 def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build every spec under ``specs_dir``; put the DAGs in ``target`` (the DAG file's globals)."""
     monitor = build_monitor_dag()
     dags: dict[str, Any] = {monitor.dag_id: monitor}
     for loaded in load_specs([Path(specs_dir)]):
-        if loaded.ok:
-            try:
-                dag = build_dag(loaded)
-            except Exception as exc:  # a bug or an Airflow refusal: show it like a spec error
-                log.exception("hitl: building %s failed", loaded.path)
-                from hitl.spec.loader import SpecError
-
-                loaded.errors.append(
-                    SpecError(str(loaded.path), 1, "", f"cannot build the DAG: {type(exc).__name__}: {exc}")
-                )
-                loaded.spec = None
-                dag = build_invalid_dag(loaded)
-        else:
-            for error in loaded.errors:
-                log.error("hitl: %s", error)
-            dag = build_invalid_dag(loaded)
+        try:
+            dag = _build_one(loaded, taken=dags)
+        except Exception:  # the last line of defence: one file never hides the others
+            log.exception("hitl: %s could not even become a stand-in DAG", loaded.path)
+            continue
         dags[dag.dag_id] = dag
     if target is not None:
         target.update(dags)
