@@ -84,3 +84,72 @@ def test_admin_from_simple_auth_manager_roles(cli, sqlite_store: Store) -> None:
     assert cli("approvals", "reject", str(req.id), "--user", "bob", "--reason", "no")[0] == 1
     code, out, _ = cli("approvals", "reject", str(req.id), "--user", "root", "--reason", "wrong prospect")
     assert code == 0 and out == f"request {req.id} rejected by root"
+
+
+def run_cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AIRFLOW__HITL__STORE_URL": store_url,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:user,bob:user,root:admin",
+    }
+    env.pop("HITL_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "hitl", *args], capture_output=True, text=True, env=env, cwd=REPO)
+
+
+def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
+    """The whole of stderr: one line, no traceback."""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("approvals", "show", "abc"), 2, "not a request id: 'abc'"),
+        (("approvals", "show", "9" * 30), 2, "not a request id"),
+        (("approvals", "approve", "\u0661", "--user", "alice"), 2, "not a request id: '\u0661'"),
+        (("approvals", "show", "999"), 1, "no approval request 999"),
+        (("approvals", "approve", "1", "--user", "alice", "--output-json", "{nope"), 2, "invalid edit: --output-json"),
+        (("approvals", "approve", "1", "--user", "alice", "--output-json", "[" * 100_000), 2, "nested too deeply"),
+        (("approvals", "approve", "1", "--user", "alice", "--output-json", "[1]"), 2, "must be a JSON object"),
+        (("approvals", "reject", "1", "--user", "alice", "--reason", "x" * 2001), 2, "too long"),
+        (("approvals", "list", "--limit", "9" * 30), 2, "not a limit"),
+        (("approvals",), 2, "required"),
+    ],
+    ids=[
+        "letters",
+        "huge-id",
+        "arabic-digit",
+        "missing",
+        "bad-json",
+        "deep-json",
+        "json-list",
+        "long-reason",
+        "huge-limit",
+        "no-command",
+    ],
+)
+def test_bad_input_is_one_line_and_a_non_zero_exit(
+    sqlite_store: Store, args: tuple[str, ...], code: int, needle: str
+) -> None:
+    req, _ = sqlite_store.record_request(gate())
+    out = run_cli(sqlite_store.url, *args)
+    assert out.returncode == code and needle in one_line_error(out)
+    assert sqlite_store.get(req.id).status == "pending" and sqlite_store.votes(req.id) == []  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("url", "args"),
+    [
+        ("postgresql://hitl:secret@127.0.0.1:9/hitl", ("approvals", "list")),
+        (f"sqlite:///{__file__}/store.db", ("approvals", "show", "1")),
+        ("sqlite:////", ("approvals", "approve", "1", "--user", "alice")),
+    ],
+    ids=["postgres-closed-port", "sqlite-under-a-file", "sqlite-a-directory"],
+)
+def test_store_down_is_one_line_and_exit_3(url: str, args: tuple[str, ...]) -> None:
+    out = run_cli(url, *args)
+    line = one_line_error(out)
+    assert out.returncode == 3 and line.startswith("the decision store is unavailable")
+    assert "secret" not in line

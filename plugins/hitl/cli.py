@@ -2,15 +2,34 @@
 
 Uses the same settings as Airflow (``AIRFLOW_HOME``, ``[hitl]`` config). Decisions go
 through the decision service, so the CLI obeys the same approver rules as the UI.
+
+Every failure is one line on stderr and a non-zero exit, never a traceback: 1 refused or
+not found, 2 bad arguments or input, 3 the decision store is unavailable, 4 anything else
+(``HITL_DEBUG=1`` shows its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from hitl.views.limits import (
+    MAX_ID,
+    BadInput,
+    check_edit,
+    check_text,
+    loads_json,
+    open_store,
+    parse_id,
+    shown,
+    store_unavailable,
+)
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_STORE_DOWN, EXIT_INTERNAL = 1, 2, 3, 4
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -35,9 +54,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _store() -> Any:
-    from hitl.store import get_store
-
-    return get_store()
+    return open_store()
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -86,32 +103,59 @@ def _decide(args: argparse.Namespace, action: str) -> int:
     from hitl.decisions import DecisionError, decide
     from hitl.identity import lookup_reviewer
 
+    try:
+        comment = check_text(
+            args.comment if action == "approve" else args.reason, "comment" if action == "approve" else "reason"
+        )
+    except BadInput as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
     edited = None
     if getattr(args, "output_json", None):
         try:
-            edited = json.loads(args.output_json)
-        except json.JSONDecodeError as exc:
-            print(f"invalid edit: --output-json is not JSON: {exc}", file=sys.stderr)
-            return 2
+            edited = check_edit(loads_json(args.output_json, what="--output-json"), what="--output-json")
+        except BadInput as exc:
+            print(f"invalid edit: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         outcome = decide(
             _store(),
             args.id,
             lookup_reviewer(args.user),
             action,  # type: ignore[arg-type]
-            comment=args.comment if action == "approve" else args.reason,
+            comment=comment,
             edited_output=edited,
             channel="cli",
         )
     except DecisionError as exc:
         print(str(exc), file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     print(outcome.message)
     return 0
 
 
+def _request_id(text: str) -> int:
+    number = parse_id(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"not a request id: {shown(text)!r} (a whole number from 1 to {MAX_ID})")
+    return number
+
+
+def _limit(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and 1 <= int(text) <= 10_000):
+        raise argparse.ArgumentTypeError(f"not a limit: {shown(text)!r} (a whole number from 1 to 10000)")
+    return int(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the usage itself is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hitl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="python -m hitl", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check workflow specs; exit 1 when any is invalid")
@@ -130,20 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--status", default="pending", choices=["pending", "approved", "rejected", "superseded", "decided", "all"]
     )
     p.add_argument("--dag-id")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=_limit, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_list)
     p = ap.add_parser("show")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=_request_id)
     p.set_defaults(func=_show)
     p = ap.add_parser("approve")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=_request_id)
     p.add_argument("--user", required=True)
     p.add_argument("--comment")
     p.add_argument("--output-json", help="Edit & Approve: the full edited output as JSON")
     p.set_defaults(func=lambda a: _decide(a, "approve"))
     p = ap.add_parser("reject")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=_request_id)
     p.add_argument("--user", required=True)
     p.add_argument("--reason", required=True)
     p.set_defaults(func=lambda a: _decide(a, "reject"))
@@ -156,4 +200,39 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("hitl", "airflow"):  # the CLI prints its own one-line results
         logging.getLogger(name).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("HITL_DEBUG"):
+            raise
+        store_down = _store_down(exc)
+        if store_down is not None:
+            print(store_down, file=sys.stderr)
+            return EXIT_STORE_DOWN
+        print(f"error: {type(exc).__name__}: {_first_line(exc)} (HITL_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "(no message)"
+
+
+def _store_down(exc: BaseException) -> str | None:
+    """The one-line message when ``exc`` means the decision store cannot be opened or reached, else None."""
+    if not store_unavailable(exc):
+        return None
+    cause = getattr(exc, "orig", None) or exc
+    where = ""
+    try:
+        from sqlalchemy.engine import make_url
+
+        from hitl.config import load_settings
+
+        where = f" ({make_url(load_settings().store_url).render_as_string(hide_password=True)})"
+    except Exception:  # the URL itself is what is wrong: say so without it
+        pass
+    return f"the decision store is unavailable{where}: {_first_line(cause)}"

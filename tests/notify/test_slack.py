@@ -58,3 +58,40 @@ def test_slack_down_is_audited_and_the_gate_keeps_waiting(sqlite_store: Store, m
     assert notify_requested(req, sqlite_store)["slack"].startswith("failed: ")
     assert sqlite_store.get(req.id).status == "pending"  # type: ignore[union-attr]
     assert [e.detail["channel"] for e in sqlite_store.history(req.id) if e.event == "notify_failed"] == ["slack"]
+
+
+def test_every_interpolated_value_is_escaped_in_the_message(sqlite_store: Store, fake_slack: Any) -> None:
+    """A scraped page title must not become a clickable link or an @channel ping (issue 9, item 7)."""
+    from hitl.notify.slack import blocks_for
+
+    hostile = "<!channel> Urgent: <https://evil.example/login|verify your account> & <@U123>"
+    req, _ = sqlite_store.record_request(
+        gate(
+            output={"title": hostile, "url": "https://shop.example"},
+            output_kind="research",
+            summary=hostile,
+            run_id="manual__<!here>",
+            approve_label="<b>" + "x" * 200,
+        )
+    )
+    for interactive in (False, True):
+        text, blocks = blocks_for(req, "requested", interactive=interactive)
+        section = blocks[0]["text"]["text"]
+        for message in (text, section):
+            assert "<" not in message and ">" not in message.replace("&gt;", "")
+            assert (
+                "&lt;!channel&gt; Urgent: &lt;https://evil.example/login|verify your account&gt; &amp; &lt;@U123&gt;"
+                in message
+            )
+        assert "manual__&lt;!here&gt;" in section
+        first = next(b for b in blocks if b["type"] == "actions")["elements"][0]
+        assert first["text"]["type"] == "plain_text" and len(first["text"]["text"]) <= 75
+
+
+def test_a_long_summary_fits_slack_limits_without_a_broken_entity(sqlite_store: Store) -> None:
+    from hitl.notify.slack import blocks_for
+
+    req, _ = sqlite_store.record_request(gate(summary="<" * 500, dag_id="d" * 200, run_id="&" * 250))
+    _, blocks = blocks_for(req, "reminder", interactive=False)
+    section = blocks[0]["text"]["text"]
+    assert len(section) <= 3000 and not section.rstrip("…").endswith(("&", "&l", "&lt", "&am", "&amp"))

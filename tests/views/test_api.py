@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from views.client import bearer
+
 from helpers import gate
 from hitl.store import APPROVED, PENDING, Store
-
-
-def bearer(user: str) -> dict[str, str]:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role="user"))
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_list_get_and_decide_with_a_bearer_token(flask_app: Any, ui_store: Store) -> None:

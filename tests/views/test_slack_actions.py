@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
+from views.client import SLACK_SECRET as SECRET
+from views.client import slack_click, slack_payload, slack_post
 
 from helpers import gate
 from hitl.store import APPROVED, PENDING, Store
-
-SECRET = "slack-signing-secret"
 
 
 @pytest.fixture
@@ -31,27 +27,14 @@ def slack_env(monkeypatch: pytest.MonkeyPatch, fake_slack: Any) -> Any:
 def click(
     flask_app: Any, fake_slack: Any, user: str, action: str, request_id: int, *, secret: str = SECRET, age: int = 0
 ) -> Any:
-    payload = {
-        "type": "block_actions",
-        "user": {"id": user},
-        "trigger_id": "T-1",
-        "actions": [{"action_id": action, "value": str(request_id)}],
-        "response_url": f"{fake_slack.url}/response/{request_id}",
-    }
-    return send(flask_app, payload, secret=secret, age=age)
+    return slack_click(
+        flask_app, user, action, request_id, f"{fake_slack.url}/response/{request_id}", secret=secret, age=age
+    )
 
 
 def send(flask_app: Any, payload: dict[str, Any], *, secret: str = SECRET, age: int = 0) -> Any:
     """POST a payload to the action endpoint, signed as Slack signs it."""
-    body = urlencode({"payload": json.dumps(payload)})
-    timestamp = str(int(time.time()) - age)
-    signature = "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
-    return flask_app.test_client().post(
-        "/hitl/slack/actions",
-        data=body,
-        content_type="application/x-www-form-urlencoded",
-        headers={"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature},
-    )
+    return slack_payload(flask_app, payload, secret=secret, age=age)
 
 
 def test_signed_click_by_an_approver_decides_and_updates_the_message(
@@ -108,4 +91,68 @@ def test_non_approver_and_unknown_user_cannot_decide(flask_app: Any, ui_store: S
     assert "bob is not an approver" in bob.get_json()["text"]
     nobody = click(flask_app, slack_env, "U_NOBODY", "hitl_approve", req.id)
     assert "not linked to an Airflow user" in nobody.get_json()["text"]
+    assert ui_store.get(req.id).status == PENDING  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["", "abc", "¹²³", "²", "9" * 5000, "-5", "1.5e9", " 1700000000"],
+    ids=["empty", "letters", "superscript-digits", "superscript-two", "5000-digits", "negative", "float", "space"],
+)
+def test_a_bad_timestamp_header_is_a_401_before_the_signature_check(
+    flask_app: Any, ui_store: Store, slack_env: Any, timestamp: str
+) -> None:
+    req, _ = ui_store.record_request(gate())
+    payload = {"type": "block_actions", "user": {"id": "U_ALICE"}, "actions": [{"action_id": "hitl_approve"}]}
+    resp = slack_payload(flask_app, payload, timestamp=timestamp)
+    assert resp.status_code == 401 and "request timestamp" in resp.get_json()["text"]
+    assert ui_store.get(req.id).status == PENDING  # type: ignore[union-attr]
+
+
+def test_a_non_ascii_signature_is_refused_not_a_crash(flask_app: Any, ui_store: Store, slack_env: Any) -> None:
+    resp = slack_payload(flask_app, {"type": "block_actions"}, signature="v0=\u00e9\u00e9")
+    assert resp.status_code == 401 and resp.get_json()["text"] == "invalid Slack signature"
+
+
+def test_the_signature_covers_the_raw_bytes(flask_app: Any, ui_store: Store, slack_env: Any) -> None:
+    """A body that is not UTF-8 is still checked byte for byte (and then refused as malformed)."""
+    resp = slack_post(flask_app, b"payload=%FF%FE\xff")
+    assert resp.status_code == 400 and "malformed Slack payload" in resp.get_json()["text"]
+
+
+def test_a_reject_reason_over_the_limit_shows_in_the_modal(flask_app: Any, ui_store: Store, slack_env: Any) -> None:
+    req, _ = ui_store.record_request(gate())
+    click(flask_app, slack_env, "U_ALICE", "hitl_reject", req.id)
+    [view_call] = slack_env.posted("/api/views.open")
+    view = view_call["view"] if isinstance(view_call["view"], dict) else json.loads(view_call["view"])
+    assert view["blocks"][0]["element"]["max_length"] == 2000
+    values = {"hitl_reason": {"reason": {"type": "plain_text_input", "value": "x" * 2001}}}
+    payload = {"type": "view_submission", "user": {"id": "U_ALICE"}, "view": {**view, "state": {"values": values}}}
+    answer = send(flask_app, payload).get_json()
+    assert answer["response_action"] == "errors" and "too long" in answer["errors"]["hitl_reason"]
+    assert ui_store.get(req.id).status == PENDING  # type: ignore[union-attr]
+
+
+def test_the_outcome_posted_back_to_the_channel_is_escaped(flask_app: Any, ui_store: Store, slack_env: Any) -> None:
+    req, _ = ui_store.record_request(gate())
+    click(flask_app, slack_env, "U_ALICE", "hitl_reject", req.id)
+    [view_call] = slack_env.posted("/api/views.open")
+    view = view_call["view"] if isinstance(view_call["view"], dict) else json.loads(view_call["view"])
+    values = {"hitl_reason": {"reason": {"type": "plain_text_input", "value": "<!channel> <https://evil.example|x>"}}}
+    payload = {"type": "view_submission", "user": {"id": "U_ALICE"}, "view": {**view, "state": {"values": values}}}
+    assert send(flask_app, payload).get_json() == {"response_action": "clear"}
+    [update] = slack_env.posted(f"/response/{req.id}")
+    assert "<" not in update["text"] and "&lt;!channel&gt; &lt;https://evil.example|x&gt;" in update["text"]
+
+
+def test_slack_down_while_looking_up_the_user_decides_nothing(
+    flask_app: Any, ui_store: Store, slack_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_BOT",
+        json.dumps({"conn_type": "slack", "password": "xoxb-x", "extra": {"base_url": "http://127.0.0.1:9/api/"}}),
+    )
+    req, _ = ui_store.record_request(gate())
+    resp = click(flask_app, slack_env, "U_ALICE", "hitl_approve", req.id)
+    assert resp.status_code == 200 and "Could not look up your Slack account" in resp.get_json()["text"]
     assert ui_store.get(req.id).status == PENDING  # type: ignore[union-attr]

@@ -3,29 +3,47 @@
 An incoming-webhook connection (conn type ``slackwebhook``) posts link buttons to signed
 review links. A bot-token connection (conn type ``slack``) with ``[hitl]
 slack_signing_secret`` set posts real interactive buttons: Slack calls
-``/pluginsv2/hitl/slack/actions``, which checks Slack's request signature (slack_sdk),
+``/pluginsv2/hitl/slack/actions``, which checks Slack's request signature (HMAC, as Slack documents),
 maps the Slack user to an Airflow user by email, decides through the decision service
 (approver rules apply) and rewrites the message with the outcome.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import re
 import time
 import urllib.request
 from typing import Any
 
 from hitl.config import conf_get
 from hitl.store import ApprovalRequest
+from hitl.views.limits import MAX_COMMENT_CHARS, BadInput, check_text, loads_json, open_store, parse_id
 
 log = logging.getLogger(__name__)
 APPROVE, REJECT = "hitl_approve", "hitl_reject"
 MAX_AGE_SECONDS = 300  # Slack's own guidance for replayed requests
+SECTION_CHARS = 3000  # Slack's limit on a section's text
+BUTTON_CHARS = 75  # ... and on a button's label
 
 
 def signing_secret() -> str:
     return conf_get("hitl", "slack_signing_secret", "")
+
+
+def escape(text: object) -> str:
+    """Slack's escaping for mrkdwn text: ``& < >``, so no value can make a link, a mention or ``<!channel>``."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _fit(text: str, limit: int) -> str:
+    """Escaped text cut to ``limit`` characters without splitting an ``&...;`` entity."""
+    if len(text) <= limit:
+        return text
+    return re.sub(r"&[a-z]*$", "", text[: limit - 1]) + "…"
 
 
 def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[str, list[dict[str, Any]]]:
@@ -35,13 +53,15 @@ def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[
     title = {"requested": "Approval needed", "escalated": "Escalated: approval needed"}.get(
         occasion, "Reminder: approval needed"
     )
-    text = f"{title}: {req.dag_id} / {req.step_id}: {summary}"
+    # Every value is escaped: a step's output (a scraped page title, say) must not become a link or a ping.
+    dag_id, step_id, run_id, summary = (escape(v) for v in (req.dag_id, req.step_id, req.run_id, summary))
+    text = _fit(f"{title}: {dag_id} / {step_id}: {summary}", SECTION_CHARS)
 
     def button(action_id: str, label: str, *, style: str | None = None, url: str | None = None) -> dict[str, Any]:
-        element: dict[str, Any] = {
+        element: dict[str, Any] = {  # plain_text: Slack shows it as typed
             "type": "button",
             "action_id": action_id,
-            "text": {"type": "plain_text", "text": label},
+            "text": {"type": "plain_text", "text": label[:BUTTON_CHARS] or "Approve"},
         }
         if style:
             element["style"] = style
@@ -64,7 +84,7 @@ def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": f"*{title}*: `{req.dag_id}` / `{req.step_id}` (run {req.run_id})\n{summary}",
+                "text": _fit(f"*{title}*: `{dag_id}` / `{step_id}` (run {run_id})\n{summary}", SECTION_CHARS),
             },
         },
         {"type": "actions", "block_id": f"hitl_request_{req.id}", "elements": buttons},
@@ -91,30 +111,40 @@ def post_request(req: ApprovalRequest, occasion: str, cfg: dict[str, str]) -> di
     return {"via": "bot", "slack_channel": sent.get("channel"), "ts": sent.get("ts")}
 
 
-# -- the action endpoint's logic (the Flask route lives in hitl.views.approvals) ----------------
+# -- the action endpoint's logic (the Flask route lives in hitl.views.slack) ----------------
 class SlackRefusal(Exception):
+    """Refused before any decision: ``str()`` is the reason, ``status`` the HTTP status Slack gets."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
-def verify(body: str, headers: Any, now: float | None = None) -> None:
-    from slack_sdk.signature import Clock, SignatureVerifier
+class MalformedPayload(SlackRefusal):
+    """Signed by Slack, but not the shape Slack sends (not JSON, a key missing, a wrong type)."""
 
-    class FixedClock(Clock):
-        def now(self) -> float:
-            return float(now_ts)
+    def __init__(self, what: str) -> None:
+        super().__init__(400, f"malformed Slack payload: {what}")
 
+
+def verify(body: bytes | str, headers: Any, now: float | None = None) -> None:
+    """Slack's request signature: ``v0=`` HMAC-SHA256 of ``v0:<timestamp>:<raw body>``, on a recent timestamp.
+
+    The timestamp is checked first and strictly (ASCII digits), so a bad header is a 401, never a crash.
+    """
     secret = signing_secret()
     if not secret:
         raise SlackRefusal(404, "Slack actions are not configured ([hitl] slack_signing_secret)")
-    timestamp = headers.get("X-Slack-Request-Timestamp", "")
-    signature = headers.get("X-Slack-Signature", "")
+    timestamp = headers.get("X-Slack-Request-Timestamp") or ""
+    signature = headers.get("X-Slack-Signature") or ""
+    if not (0 < len(timestamp) <= 12 and timestamp.isascii() and timestamp.isdigit()):
+        raise SlackRefusal(401, "missing or malformed request timestamp (X-Slack-Request-Timestamp)")
     now_ts = time.time() if now is None else now
-    if not timestamp.isdigit() or abs(now_ts - int(timestamp)) > MAX_AGE_SECONDS:
-        raise SlackRefusal(401, "stale or missing request timestamp")
-    verifier = SignatureVerifier(secret, clock=FixedClock())
-    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+    if abs(now_ts - int(timestamp)) > MAX_AGE_SECONDS:
+        raise SlackRefusal(401, f"stale request timestamp (more than {MAX_AGE_SECONDS} seconds off)")
+    raw = body if isinstance(body, bytes) else body.encode("utf-8")
+    digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+    if not (signature.isascii() and hmac.compare_digest(f"v0={digest}", signature)):
         raise SlackRefusal(401, "invalid Slack signature")
 
 
@@ -122,7 +152,10 @@ def slack_user_email(user_id: str) -> str | None:
     if not conf_get("hitl", "slack_conn_id", ""):
         return None
     info = _slack_client().users_info(user=user_id)
-    return (info.get("user") or {}).get("profile", {}).get("email")
+    user = info.get("user") if hasattr(info, "get") else None
+    profile = user.get("profile") if isinstance(user, dict) else None
+    email = profile.get("email") if isinstance(profile, dict) else None
+    return email if isinstance(email, str) and email else None
 
 
 REASON_BLOCK = "hitl_reason"
@@ -137,7 +170,11 @@ def _slack_client() -> Any:
 def _reviewer(slack_user: str) -> Any:
     from hitl.identity import reviewer_by_email
 
-    email = slack_user_email(slack_user)
+    try:
+        email = slack_user_email(slack_user)
+    except Exception as exc:  # Slack did not answer, or refused: nothing is decided
+        log.warning("hitl: could not look up Slack user %s: %s", slack_user, exc)
+        raise SlackRefusal(200, "Could not look up your Slack account; try again, or use the review page.") from exc
     reviewer = reviewer_by_email(email) if email else None
     if reviewer is None:
         raise SlackRefusal(200, f"Your Slack account ({email or slack_user}) is not linked to an Airflow user.")
@@ -146,67 +183,161 @@ def _reviewer(slack_user: str) -> Any:
 
 def _decide(request_id: int, reviewer: Any, verb: str, reason: str | None, response_url: str | None) -> str:
     from hitl.decisions import decide
-    from hitl.store import get_store
 
-    outcome = decide(get_store(), request_id, reviewer, verb, comment=reason, channel="slack")  # type: ignore[arg-type]
-    text = f"{outcome.request.dag_id} / {outcome.request.step_id}: {outcome.message}"
+    outcome = decide(open_store(), request_id, reviewer, verb, comment=reason, channel="slack")  # type: ignore[arg-type]
+    text = f"{escape(outcome.request.dag_id)} / {escape(outcome.request.step_id)}: {escape(outcome.message)}"
     if reason:
-        text += f" ({reason})"
+        text += f" ({escape(reason)})"
     if response_url:
         _post_json(response_url, {"replace_original": True, "text": text})
     return text
 
 
-def handle_action(body: str, form: Any, headers: Any, now: float | None = None) -> dict[str, Any] | None:
+# -- reading a signed payload: every key checked, so a malformed one is a 400 -----------------
+def _object(container: Any, key: str, what: str) -> dict[str, Any]:
+    value = container.get(key) if isinstance(container, dict) else None
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{what} is missing or not an object")
+    return value
+
+
+def _string(container: Any, key: str, what: str, *, optional: bool = False, max_chars: int = 4000) -> str | None:
+    value = container.get(key) if isinstance(container, dict) else None
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_chars:
+        raise MalformedPayload(f"{what} is missing or not a string")
+    return value
+
+
+def _request_id(value: Any) -> int:
+    number = parse_id(value)
+    if number is None:
+        raise MalformedPayload("the request id is missing or not a whole number")
+    return number
+
+
+def _response_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2000 or not value.startswith(("https://", "http://")):
+        raise MalformedPayload("response_url is not an http(s) URL")
+    return value
+
+
+def _payload(form: Any) -> dict[str, Any]:
+    raw = form.get("payload")
+    if not isinstance(raw, str) or not raw:
+        raise MalformedPayload("no payload field")
+    try:
+        payload = loads_json(raw, what="the payload")
+    except BadInput as exc:
+        raise SlackRefusal(400, f"malformed Slack payload: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise MalformedPayload("the payload is not a JSON object")
+    return payload
+
+
+def _ephemeral(text: str) -> dict[str, Any]:
+    return {"response_type": "ephemeral", "replace_original": False, "text": text}
+
+
+def handle_action(body: bytes | str, form: Any, headers: Any, now: float | None = None) -> dict[str, Any] | None:
     """Verify, then act. Returns the JSON answer for Slack, or None for an empty 200.
 
     Approve decides at once. Reject opens a modal asking why (a reason is required, as on
-    the review page); its submission decides.
+    the review page); its submission decides. Raises ``SlackRefusal`` (401 unsigned, 400
+    malformed) before anything is decided.
     """
     from hitl.decisions import DecisionError
 
     verify(body, headers, now)
-    payload = json.loads(form.get("payload", "{}"))
-    slack_user = (payload.get("user") or {}).get("id", "")
-    if payload.get("type") == "view_submission" and payload.get("view", {}).get("callback_id") == REJECT:
-        meta = json.loads(payload["view"].get("private_metadata") or "{}")
-        values = payload["view"].get("state", {}).get("values", {})
-        reason = ((values.get(REASON_BLOCK) or {}).get("reason") or {}).get("value") or ""
+    payload = _payload(form)
+    kind = _string(payload, "type", "type")
+    if kind == "view_submission":
+        return _submit_reject(payload)
+    if kind != "block_actions":
+        return None  # nothing of ours
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+        raise MalformedPayload("actions is missing or not a list of objects")
+    action = actions[0]
+    action_id = action.get("action_id")
+    if not isinstance(action_id, str):
+        raise MalformedPayload("action_id is missing or not a string")
+    if action_id not in (APPROVE, REJECT):
+        return None  # the link buttons report their clicks too
+    request_id = _request_id(action.get("value"))
+    slack_user = _string(_object(payload, "user", "user"), "id", "user.id", max_chars=64)
+    response_url = _response_url(payload.get("response_url"))
+    if action_id == REJECT:
+        trigger_id = _string(payload, "trigger_id", "trigger_id", max_chars=256)
+        _reviewer(slack_user)  # type: ignore[arg-type]  # now, so an unlinked account hears why before typing
         try:
-            _decide(int(meta["request_id"]), _reviewer(slack_user), "reject", reason.strip(), meta.get("response_url"))
-        except (DecisionError, SlackRefusal) as exc:
-            return {"response_action": "errors", "errors": {REASON_BLOCK: str(exc)}}
-        return {"response_action": "clear"}
-    action = (payload.get("actions") or [{}])[0]
-    if action.get("action_id") not in (APPROVE, REJECT):
+            _slack_client().views_open(trigger_id=trigger_id, view=_reject_modal(request_id, response_url))
+        except Exception as exc:
+            log.warning("hitl: could not open the reject dialog: %s", exc)
+            return _ephemeral("Could not open the reject dialog; reject on the review page instead.")
         return None
-    request_id = int(action.get("value", "0"))
-    reviewer = _reviewer(slack_user)
-    if action["action_id"] == REJECT:
-        _slack_client().views_open(
-            trigger_id=payload.get("trigger_id"),
-            view={
-                "type": "modal",
-                "callback_id": REJECT,
-                "private_metadata": json.dumps({"request_id": request_id, "response_url": payload.get("response_url")}),
-                "title": {"type": "plain_text", "text": "Reject"},
-                "submit": {"type": "plain_text", "text": "Reject"},
-                "blocks": [
-                    {
-                        "type": "input",
-                        "block_id": REASON_BLOCK,
-                        "label": {"type": "plain_text", "text": "Why? (required)"},
-                        "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True},
-                    }
-                ],
-            },
-        )
-        return None
+    reviewer = _reviewer(slack_user)  # type: ignore[arg-type]
     try:
-        text = _decide(request_id, reviewer, "approve", None, payload.get("response_url"))
+        text = _decide(request_id, reviewer, "approve", None, response_url)
     except DecisionError as exc:
-        return {"response_type": "ephemeral", "replace_original": False, "text": str(exc)}
-    return {"response_type": "ephemeral", "replace_original": False, "text": text}
+        return _ephemeral(escape(str(exc)))
+    return _ephemeral(text)
+
+
+def _reject_modal(request_id: int, response_url: str | None) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": REJECT,
+        "private_metadata": json.dumps({"request_id": request_id, "response_url": response_url}),
+        "title": {"type": "plain_text", "text": "Reject"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {"type": "plain_text", "text": "Why? (required)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "reason",
+                    "multiline": True,
+                    "max_length": MAX_COMMENT_CHARS,
+                },
+            }
+        ],
+    }
+
+
+def _submit_reject(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The reject modal's submission: decide, or show the reason it was refused in the modal."""
+    from hitl.decisions import DecisionError
+
+    view = _object(payload, "view", "view")
+    if view.get("callback_id") != REJECT:
+        return None
+    slack_user = _string(_object(payload, "user", "user"), "id", "user.id", max_chars=64)
+    meta_text = _string(view, "private_metadata", "view.private_metadata")
+    try:
+        meta = loads_json(meta_text or "", what="private_metadata")
+    except BadInput as exc:
+        raise MalformedPayload(str(exc)) from exc
+    if not isinstance(meta, dict):
+        raise MalformedPayload("private_metadata is not a JSON object")
+    request_id = _request_id(meta.get("request_id"))
+    response_url = _response_url(meta.get("response_url"))
+    values = _object(_object(view, "state", "view.state"), "values", "view.state.values")
+    field = _object(_object(values, REASON_BLOCK, "the reason block"), "reason", "the reason field")
+    try:
+        reason = check_text(field.get("value"), "reason") or ""
+    except BadInput as exc:
+        return {"response_action": "errors", "errors": {REASON_BLOCK: str(exc)}}
+    try:
+        _decide(request_id, _reviewer(slack_user), "reject", reason.strip(), response_url)  # type: ignore[arg-type]
+    except (DecisionError, SlackRefusal) as exc:
+        return {"response_action": "errors", "errors": {REASON_BLOCK: str(exc)}}
+    return {"response_action": "clear"}
 
 
 def _post_json(url: str, body: dict[str, Any]) -> None:
