@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from hitl_devstack import AirflowStack
 from hitl.store import PENDING, Store
+from hitl_devstack import AirflowStack
 
 pytestmark = pytest.mark.e2e
 DAG = "local_business_outreach"

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from hitl.monitor import EXPIRY_ACTOR
-from hitl_devstack import AirflowStack
 from hitl.store import Store
+from hitl_devstack import AirflowStack
 
 pytestmark = pytest.mark.e2e
 DAG, GATE = "expiring_gate", "draft__approval"

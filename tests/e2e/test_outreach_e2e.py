@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hitl_devstack import AirflowStack
 from hitl.store import ApprovalRequest, Store
+from hitl_devstack import AirflowStack
 
 pytestmark = pytest.mark.e2e
 DAG = "local_business_outreach"

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hitl.steps import STEP_TYPES
+
 # Workflow and step ids: Airflow's DAG/task id alphabet (ASCII only), at most 200 characters so
 # that a step's gate task id (``<id>__approval``) stays under Airflow's 250.
 ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$"
@@ -205,9 +207,5 @@ class PythonConfig(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-STEP_CONFIGS: dict[str, type[Strict]] = {
-    "webResearch": WebResearchConfig,
-    "aiAction": AiActionConfig,
-    "email": EmailConfig,
-    "python": PythonConfig,
-}
+# Config models by step type, from the one registry of step types (hitl.steps.STEP_TYPES).
+STEP_CONFIGS: dict[str, type[Strict]] = {name: globals()[t.config_model] for name, t in STEP_TYPES.items()}
