@@ -9,7 +9,7 @@ COPY --chown=airflow:root pyproject.toml README.md /tmp/airflow-hitl/
 COPY --chown=airflow:root plugins/hitl /tmp/airflow-hitl/plugins/hitl
 # Airflow pinned to the image's own version, as Airflow's docs advise when adding packages to its image.
 # The PostgreSQL drivers for the decision store, Slack, and the Google provider for Gemini and Gmail.
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/tmp/airflow-hitl[postgres,slack,google]" \
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/tmp/airflow-hitl[postgres,slack,google,celery]" \
     && rm -rf /tmp/airflow-hitl
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root workflow_specs /opt/airflow/workflow_specs

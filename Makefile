@@ -14,7 +14,7 @@ LOCKS := requirements.txt requirements-demo.txt requirements-bench.txt
 # entry point ("Plugin 'hitl' already registered"): the installs remove it (the editable install does not need it).
 BUILD_LEFTOVERS := plugins/*.egg-info
 
-.PHONY: venv demo-venv bench-venv demo test unit lint benchmarks wheel lock check-lock clean
+.PHONY: venv demo-venv bench-venv demo test unit topology lint benchmarks wheel lock check-lock clean
 
 # The full development install (what `make test`, `make lint` and CI use).
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -56,7 +56,12 @@ test: venv
 
 # The fast part: no Airflow processes, no browser (store, decisions, specs, steps, views in-process).
 unit: venv
-	$(PY) -m pytest -m "not e2e and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not e2e and not browser and not topology" $(PYTEST_ARGS)
+
+# The production topology (docker-compose.yaml's services as local processes: CeleryExecutor on PostgreSQL and
+# Redis, two workers, two triggerers); about 5 minutes, run by CI after `make test`.
+topology: venv
+	$(PY) -m pytest -m topology tests/topology $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff check plugins dags tests benchmarks scripts
@@ -86,7 +91,7 @@ $(UV):
 	$(PYTHON) -m venv $(LOCK_TOOLS)
 	$(LOCK_TOOLS)/bin/pip install --quiet uv
 lock: $(UV)
-	$(UV_COMPILE) --extra google --extra slack --extra postgres --group dev -o requirements.txt
+	$(UV_COMPILE) --extra google --extra slack --extra postgres --extra celery --group dev -o requirements.txt
 	$(UV_COMPILE) -c requirements.txt -o requirements-demo.txt
 	$(UV_COMPILE) --group bench -c requirements.txt -o requirements-bench.txt
 
@@ -94,7 +99,7 @@ lock: $(UV)
 # and the groups it was made from, installing nothing; then the venv's own dependencies are checked.
 # tests/test_packaging.py checks all three locks' pins against the ranges without pip.
 check-lock: venv
-	$(PY) -m pip install --quiet --dry-run -r requirements.txt -e ".[google,slack,postgres]" --group dev
+	$(PY) -m pip install --quiet --dry-run -r requirements.txt -e ".[google,slack,postgres,celery]" --group dev
 	rm -rf $(BUILD_LEFTOVERS)
 	$(PY) -m pip check
 

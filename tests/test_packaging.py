@@ -269,8 +269,4 @@ def test_airflow_registers_the_plugin_once_from_the_repo_plugins_folder(tmp_path
     names, errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert names == ["hitl"]
     hitl_errors = {k: v for k, v in errors.items() if "hitl" in k or "hitl" in v}
-    lines = (REPO / "plugins" / ".airflowignore").read_text().splitlines()
-    ignored = {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
-    if hitl_errors and "hitl_plugin.py" not in ignored:
-        pytest.xfail(f"plugins/hitl_plugin.py and the entry point both register the plugin: {hitl_errors}")
-    assert hitl_errors == {}
+    assert hitl_errors == {}  # e.g. "Plugin 'hitl' already registered" if plugins/hitl_plugin.py were loaded too
