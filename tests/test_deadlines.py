@@ -65,3 +65,31 @@ def test_the_earlier_of_two_deadlines_wins(store: Store) -> None:
     _age(store, req.id, 61)
     with pytest.raises(AlreadyDecided, match="timed out"):
         decide(store, req.id, ALICE, "reject", comment="late")
+
+
+def test_a_gate_timeout_closes_its_request_and_fails_without_retry(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the worker does when the trigger times out: the request closes, so a late approval cannot count."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from hitl.sensor import ApprovalSensor
+    from hitl.store import _store_for
+
+    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", sqlite_store.url)
+    _store_for.cache_clear()
+    req, _ = sqlite_store.record_request(gate(timeout=60))
+    _age(sqlite_store, req.id, 61)
+    sensor = ApprovalSensor(task_id=req.gate_task_id, step_id=req.step_id, timeout=60)
+    ti = SimpleNamespace(dag_id=req.dag_id, run_id=req.run_id, task_id=req.gate_task_id, map_index=-1)
+    try:
+        with pytest.raises(AirflowFailException, match="timed out"):
+            sensor.resume_execution("__fail__", {"error": "Trigger timeout"}, {"ti": ti})
+    finally:
+        _store_for.cache_clear()
+    closed = sqlite_store.get(req.id)
+    assert closed is not None and closed.status == TIMED_OUT
+    with pytest.raises(AlreadyDecided):
+        decide(sqlite_store, req.id, ALICE, "approve")
