@@ -14,7 +14,7 @@ LOCKS := requirements.txt requirements-demo.txt requirements-bench.txt
 # entry point ("Plugin 'hitl' already registered"): the installs remove it (the editable install does not need it).
 BUILD_LEFTOVERS := plugins/*.egg-info
 
-.PHONY: venv demo-venv bench-venv demo test unit topology lint benchmarks wheel lock check-lock clean
+.PHONY: venv demo-venv bench-venv demo test unit topology lint benchmarks wheel wheel-e2e lock check-lock clean
 
 # The full development install (what `make test`, `make lint` and CI use).
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -79,6 +79,19 @@ wheel:
 	$(PYTHON) -m pip wheel --quiet --no-deps -w dist .
 	rm -rf $(BUILD_LEFTOVERS) build/lib build/bdist.*
 	@ls dist/*.whl
+
+# The wheel, installed into a fresh venv with Airflow (the runtime lock), passes the end-to-end tests from that
+# install: HITL_TEST_FROM_INSTALL=1 keeps the checkout's plugins/ off every path (only the dev-stack harness is used).
+WHEEL_VENV := build/wheel-venv
+wheel-e2e: wheel
+	rm -rf $(WHEEL_VENV)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(WHEEL_VENV)/bin/python -m pip install --quiet -r requirements-demo.txt
+	$(WHEEL_VENV)/bin/python -m pip install --quiet -c requirements-demo.txt dist/*.whl
+	$(WHEEL_VENV)/bin/python -m pip install --quiet -c requirements.txt pytest pytest-timeout
+	HITL_TEST_FROM_INSTALL=1 $(WHEEL_VENV)/bin/python -m pytest -o pythonpath=tests $(PYTEST_ARGS) \
+		tests/e2e/test_outreach_e2e.py tests/e2e/test_gate_guard_e2e.py
 
 # Regenerate the locks from pyproject.toml with uv (in its own throwaway venv under build/). Existing pins are kept
 # unless asked: `make lock LOCK_ARGS=--upgrade` or `LOCK_ARGS="--upgrade-package apache-airflow-providers-google"`.

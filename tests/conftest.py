@@ -28,7 +28,17 @@ os.environ.update(
         "AIRFLOW__HITL__POLL_INTERVAL": "0.2",
     }
 )
-sys.path.insert(0, str(REPO / "plugins"))
+if os.environ.get("HITL_TEST_FROM_INSTALL") == "1":
+    # `make wheel-e2e`: hitl comes from the installed wheel; only the dev-stack harness comes from the checkout.
+    _HARNESS = _HOME / "harness"
+    _HARNESS.mkdir()
+    (_HARNESS / "hitl_devstack").symlink_to(REPO / "plugins" / "hitl_devstack")
+    (_HOME / "plugins").mkdir()
+    os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(_HOME / "plugins")
+    sys.path[:] = [p for p in sys.path if Path(p).resolve() != (REPO / "plugins").resolve()]
+    sys.path.insert(0, str(_HARNESS))
+else:
+    sys.path.insert(0, str(REPO / "plugins"))
 sys.path.insert(0, str(REPO / "tests" / "dags"))
 
 PG_URL = os.environ.get("HITL_TEST_POSTGRES_URL")

@@ -55,6 +55,11 @@ def _private_opener(path: str, flags: int) -> int:
     return os.open(path, flags, 0o600)
 
 
+def from_install() -> bool:
+    """True when the tests run against the installed package (a wheel in a fresh venv), not the checkout."""
+    return os.environ.get("HITL_TEST_FROM_INSTALL") == "1"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,6 +79,15 @@ class AirflowStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     reaper: subprocess.Popen[bytes] | None = None
+
+    @property
+    def plugins_folder(self) -> Path:
+        """The checkout's plugins folder, or an empty one when testing an installed wheel (HITL_TEST_FROM_INSTALL)."""
+        if from_install():
+            empty = self.home / "plugins"
+            empty.mkdir(parents=True, exist_ok=True)
+            return empty
+        return REPO / "plugins"
 
     @property
     def base_url(self) -> str:
@@ -127,7 +141,7 @@ class AirflowStack:
             {
                 "AIRFLOW_HOME": str(self.home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "8",
@@ -147,7 +161,7 @@ class AirflowStack:
                 "AIRFLOW__HITL__SPECS_FOLDER": str(self.specs_folder),
                 "AIRFLOW__HITL__WEB_RESEARCH_ALLOW": self.web_research_allow,
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-                "PYTHONPATH": str(REPO / "plugins"),
+                "PYTHONPATH": "" if from_install() else str(REPO / "plugins"),
             }
         )
         env.update(self.extra_env)

@@ -24,6 +24,17 @@ def demo_site() -> Iterator[str]:
     server.shutdown()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hitl_from_the_right_place() -> None:
+    """Under `make wheel-e2e` every test here must exercise the installed wheel, never the checkout."""
+    import os
+
+    import hitl
+
+    if os.environ.get("HITL_TEST_FROM_INSTALL") == "1":
+        assert "site-packages" in str(hitl.__file__), hitl.__file__
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     home: Path = tmp_path_factory.mktemp("airflow-e2e")
