@@ -79,3 +79,25 @@ def test_dag_file_imports_nothing_heavy(specs: Path) -> None:
         [sys.executable, "-c", code, str(REPO / "dags/hitl_workflows.py")], capture_output=True, text=True, check=True
     )
     assert "HEAVY=\n" in out.stdout + "\n", out.stdout
+
+
+def test_every_step_after_a_gate_checks_it_however_far_downstream(tmp_path: Path) -> None:
+    """a (gated) -> b -> c: forcing a's gate and b to success must not let c act, so c checks a's gate too."""
+    from hitl.factory import build_dag
+    from hitl.spec.loader import load_spec
+
+    spec = tmp_path / "chain.yaml"
+    spec.write_text(
+        "id: chain\n"
+        "steps:\n"
+        "  - id: a\n    type: python\n    config: {callable: os.getcwd}\n"
+        "    next: {step: b, conditions: {approvalRequired: true}}\n"
+        "  - id: b\n    type: python\n    config: {callable: os.getcwd}\n    next: c\n"
+        "  - id: c\n    type: python\n    config: {callable: os.getcwd}\n"
+    )
+    loaded = load_spec(spec)
+    assert loaded.ok, [str(e) for e in loaded.errors]
+    dag = build_dag(loaded)
+    assert dag.get_task("b").gates == ["a__approval"]
+    assert dag.get_task("c").gates == ["a__approval"]
+    assert dag.get_task("a").gates == []

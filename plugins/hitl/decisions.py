@@ -70,6 +70,7 @@ class Outcome:
     request: ApprovalRequest
     final: bool  # False while a quorum still waits for more approvals
     message: str
+    gate_ended: bool = False  # True when this process ended the parked gate (DirectRoute), else its trigger will
 
 
 def already_decided_message(req: ApprovalRequest) -> str:
@@ -203,10 +204,11 @@ def decide(
         approvals = len([v for v in store.votes(req.id) if v[1] == APPROVED])
         return Outcome(current, False, f"approval {approvals} of {req.min_approvals} recorded for request {req.id}")
     log.info("request %s %s by %s via %s", req.id, current.status, reviewer.name, channel)
-    DirectRoute.end(current)
+    ended = DirectRoute.end(current)
     if current.status == REJECTED:
         _note_rejection_on_run(current)
-    return Outcome(current, True, f"request {req.id} {current.status} by {reviewer.name}")
+    how = "the gate task ended at once" if ended else "its trigger ends the gate task"
+    return Outcome(current, True, f"request {req.id} {current.status} by {reviewer.name}; {how}", ended)
 
 
 def _note_rejection_on_run(req: ApprovalRequest) -> None:

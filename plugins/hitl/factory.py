@@ -55,6 +55,31 @@ def gate_options(step: StepSpec, owner: str | None, notify: dict[str, Any]) -> A
     )
 
 
+def upstream_gates(steps: list[StepSpec]) -> dict[str, set[str]]:
+    """Step id -> the gate task ids of every gated step upstream of it (transitively)."""
+    by_id = {s.id: s for s in steps}
+    parents: dict[str, set[str]] = {s.id: set(s.refs) for s in steps}
+    for step in steps:
+        if step.next_step:
+            parents.setdefault(step.next_step, set()).add(step.id)
+    found: dict[str, set[str]] = {}
+
+    def gates_of(step_id: str, seen: frozenset[str]) -> set[str]:
+        if step_id in found:
+            return found[step_id]
+        gates: set[str] = set()
+        for parent in parents.get(step_id, ()):
+            if parent in seen or parent not in by_id:  # the loader refuses cycles; never loop anyway
+                continue
+            if by_id[parent].gate:
+                gates.add(gate_task_id(parent))
+            gates |= gates_of(parent, seen | {parent})
+        found[step_id] = gates
+        return gates
+
+    return {s.id: gates_of(s.id, frozenset({s.id})) for s in steps}
+
+
 def build_dag(loaded: LoadedSpec) -> Any:
     from airflow.sdk import DAG, Param
 
@@ -78,15 +103,9 @@ def build_dag(loaded: LoadedSpec) -> Any:
     )
     tasks: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
-    # Gates a step comes right after (by ``next`` or by using the gated step's output): it checks each
-    # one has a recorded approval before it acts (hitl.guard).
-    gates_before: dict[str, set[str]] = {}
-    for step in loaded.steps:
-        if step.gate and step.next_step:
-            gates_before.setdefault(step.next_step, set()).add(gate_task_id(step.id))
-        for ref in step.refs:
-            if by_id[ref].gate:
-                gates_before.setdefault(step.id, set()).add(gate_task_id(ref))
+    # Every gate upstream of a step (by ``next`` or by using an output, however many steps away): it checks each
+    # has a recorded approval before it acts (hitl.guard), so forcing the steps between does not get around one.
+    gates_before = upstream_gates(loaded.steps)
     with dag:
         for step in loaded.steps:
             task = StepOperator(

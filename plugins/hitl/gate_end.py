@@ -169,6 +169,10 @@ class DirectRoute:
             if ti is None:  # not parked (yet, or any more): the trigger or the worker ends it
                 log.info("request %s: gate %s is not deferred; its trigger or worker ends it", req.id, req.gate_task_id)
                 return False
+            parked_on = (ti.next_kwargs or {}).get("request_id")
+            if parked_on != req.id:  # the gate was cleared and now waits on another request: not ours to end
+                log.info("request %s: gate %s now waits on request %s; left alone", req.id, req.gate_task_id, parked_on)
+                return False
             handle_event_submit(end.event(with_output=False), task_instance=ti, session=session)
             if end.status == APPROVED:
                 # As the task SDK stores a return value, so a downstream task reads the value itself

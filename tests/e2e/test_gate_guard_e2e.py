@@ -89,6 +89,7 @@ def test_trigger_route_alone_ends_the_gate(stack: AirflowStack, demo_site: str) 
         AIRFLOW__HITL__END_GATE_FROM_DECIDER="false",
     )
     assert code == 0, out
+    assert "its trigger ends the gate task" in out, out
     assert stack.wait_run(DAG, run_id) == "success"
     [sent] = outbox(stack, run_id)
     assert "Subject: Through the trigger" in sent.read_text()
@@ -111,6 +112,7 @@ def test_hand_written_dag_task_receives_the_edited_value(stack: AirflowStack) ->
         json.dumps({"text": "Edited: rye bread on Saturday"}),
     )
     assert code == 0, out
+    assert "the gate task ended at once" in out, out  # the direct route, from the deciding process
     assert stack.wait_run(dag_id, run_id) == "success"
     xcom = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/publish/xcomEntries/return_value")
     assert xcom["value"] == {"published": "Edited: rye bread on Saturday", "length": 29}

@@ -428,3 +428,38 @@ def test_https_connects_to_the_checked_address_and_still_verifies_the_host_name(
     # The same server by address: the certificate does not name 127.0.0.1, and verification says so.
     with pytest.raises(ResearchError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
         web_research.run({"url": f"https://127.0.0.1:{port}/"})
+
+
+def test_a_server_that_drips_bytes_cannot_stretch_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One byte every 0.3 s used to keep a 1 s fetch going for as long as the page lasted."""
+    import socket as socket_module
+    import threading as threading_module
+
+    listener = socket_module.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    stop = threading_module.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n<title>")
+        while not stop.is_set():
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+            stop.wait(0.3)
+        conn.close()
+
+    threading_module.Thread(target=drip, daemon=True).start()
+    monkeypatch.setenv(ALLOW, "127.0.0.1")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ResearchError, match="did not answer within"):
+            web_research.fetch(f"http://127.0.0.1:{port}/", 1.0)
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - started < 10  # bounded by the deadline, not by the page's length (100000 x 0.3 s)

@@ -323,6 +323,29 @@ def _ca_bundle() -> str | bool:
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
 
+def _chunks_until(resp: Any, deadline: float, size: int = 64 * 1024) -> Any:
+    """The raw body in pieces, each read bounded by the time left: a server that drips one byte at a time
+    cannot stretch the fetch past its deadline (a plain read loops over many receives, each with its own timeout)."""
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            yield b""  # the caller sees the deadline passed
+            return
+        if sock is not None:
+            sock.settimeout(left)
+        try:
+            chunk = resp.raw.read1(size, decode_content=False)
+        except Exception as exc:  # a socket timeout surfaces as urllib3's ReadTimeoutError
+            if time.monotonic() >= deadline:
+                yield b""
+                return
+            raise exc
+        if not chunk:
+            return
+        yield chunk
+
+
 def _read_body(resp: Any, max_bytes: int, deadline: float, url: str, timeout: float) -> bytes:
     """At most ``max_bytes`` of the (decompressed) body; the rest is not read."""
     encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
@@ -335,7 +358,7 @@ def _read_body(resp: Any, max_bytes: int, deadline: float, url: str, timeout: fl
     else:
         raise ResearchError(f"webResearch: {url} sent an unsupported Content-Encoding {encoding!r}")
     out = bytearray()
-    for chunk in resp.raw.stream(64 * 1024, decode_content=False):
+    for chunk in _chunks_until(resp, deadline):
         if time.monotonic() > deadline:
             raise ResearchError(f"webResearch: {url} did not answer within {timeout:g}s")
         if decoder is None:

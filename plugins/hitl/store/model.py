@@ -205,9 +205,9 @@ class RequestQuery:
             where.append(c.status == self.status)
         if self.dag_id:
             where.append(c.dag_id == self.dag_id)
-        if self.search:
-            like = f"%{self.search}%"
-            where.append(or_(c.dag_id.like(like), c.run_id.like(like), c.step_id.like(like)))
+        if self.search:  # literal text: % and _ in the search are not wildcards
+            like = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(or_(*(col.like(like, escape="\\") for col in (c.dag_id, c.run_id, c.step_id))))
         if self.decidable_by is not None:
             where.append(c.id.in_(_decidable_ids(self.decidable_by)))
         if self.older_than is not None:
