@@ -208,6 +208,24 @@ def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test must never reach past this machine, whatever the code under test does."""
+    import ipaddress
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            ip = ipaddress.ip_address(str(address[0]).split("%")[0])
+            if not ip.is_loopback:
+                raise AssertionError(f"a test tried to connect to {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+@pytest.fixture
 def configured(monkeypatch: pytest.MonkeyPatch, sqlite_store: Any) -> Any:
     """The process settings pointing at a fresh store, with a link secret and a public base URL."""
     from hitl.store import _store_for

@@ -53,9 +53,10 @@ def summarize(output: Any, kind: str) -> str:
     return str(output)[:200]
 
 
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether objects/lists nest more than ``limit`` levels (iterative: no recursion on hostile input)."""
-    stack = [(value, 1)]
+def value_depth(value: Any) -> int:
+    """How deeply objects and lists nest in a JSON-like value (iterative: no recursion on hostile input)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
@@ -64,10 +65,14 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
             children = item
         else:
             continue
-        if depth > limit:
-            return True
+        deepest = max(deepest, depth + 1)
         stack.extend((child, depth + 1) for child in children)
-    return False
+    return deepest
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether objects/lists nest more than ``limit`` levels."""
+    return value_depth(value) > limit
 
 
 def _text_problem(name: str, value: str, *, one_line: bool) -> str | None:

@@ -8,7 +8,6 @@ the test if anything tries).
 from __future__ import annotations
 
 import http.server
-import ipaddress
 import socket
 import threading
 from collections.abc import Iterator
@@ -126,17 +125,8 @@ def test_email_step_refuses_to_send_what_an_edit_may_not_be(
 
 
 @pytest.fixture(autouse=True)
-def only_loopback_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            ip = ipaddress.ip_address(str(address[0]).split("%")[0])
-            if not ip.is_loopback:
-                raise AssertionError(f"a test tried to connect to {address}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
+def only_loopback_traffic(loopback_only: None) -> None:
+    """Every test here: no connection past this machine (tests/conftest.py: loopback_only)."""
 
 
 class Recorder:

@@ -66,18 +66,8 @@ class Site:
 
 
 @pytest.fixture(autouse=True)
-def only_loopback_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests must never reach past this machine, whatever the code under test does."""
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            ip = ipaddress.ip_address(str(address[0]).split("%")[0])
-            if not ip.is_loopback:
-                raise AssertionError(f"a test tried to connect to {address}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
+def only_loopback_traffic(loopback_only: None) -> None:
+    """Every test here: no connection past this machine (tests/conftest.py: loopback_only)."""
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from hitl.outputs import value_depth
+
 if TYPE_CHECKING:
     from hitl.store import Store
 
@@ -105,23 +107,6 @@ def nesting_depth(text: str, stop_at: int | None = None) -> int:
                     return deepest
         else:
             depth -= 1
-    return deepest
-
-
-def value_depth(value: Any) -> int:
-    """How deeply a parsed JSON value nests (without recursion)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth + 1)
-        stack.extend((child, depth + 1) for child in children)
     return deepest
 
 
