@@ -6,34 +6,18 @@ everything it started.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from hitl_devstack import AirflowStack  # noqa: E402
+from hitl_devstack import AirflowStack, serve_demo_site  # noqa: E402
 
 DAG_ID = "local_business_outreach"
-
-
-def serve_demo_site(port: int) -> http.server.ThreadingHTTPServer:
-    """The prospect's website, on loopback: what the webResearch step reads."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(REPO / "demo" / "site"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def main() -> int:

@@ -8,6 +8,8 @@ Each stack has its own ``AIRFLOW_HOME`` and port, and stops the processes it sta
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import json
 import os
 import secrets
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -58,6 +61,19 @@ def _private_opener(path: str, flags: int) -> int:
 def from_install() -> bool:
     """True when the tests run against the installed package (a wheel in a fresh venv), not the checkout."""
     return os.environ.get("HITL_TEST_FROM_INSTALL") == "1"
+
+
+def serve_demo_site(port: int = 0) -> http.server.ThreadingHTTPServer:
+    """The example prospect's website on loopback (what webResearch reads): demo, tests, topology run."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(REPO / "demo" / "site"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def free_port() -> int:

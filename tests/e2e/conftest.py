@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hitl_devstack import REPO, AirflowStack, free_port
+from hitl_devstack import REPO, AirflowStack, free_port, serve_demo_site
 
 
 @pytest.fixture(scope="session")
 def demo_site() -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(REPO / "demo" / "site"))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_demo_site()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
 

@@ -7,18 +7,15 @@ databases.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hitl_devstack import REPO, free_port
+from hitl_devstack import REPO, free_port, serve_demo_site
 
 PG_ADMIN = os.environ.get("HITL_TOPOLOGY_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("HITL_TOPOLOGY_REDIS", "127.0.0.1:6379")
@@ -42,10 +39,7 @@ def _reachable(hostport: str) -> bool:
 
 @pytest.fixture(scope="session")
 def topology_site() -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(REPO / "demo" / "site"))
-    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_demo_site()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
 
