@@ -11,7 +11,17 @@ from hitl.store import APPROVED, PENDING, SUPERSEDED, RequestQuery, Store, conte
 
 
 def test_migrations_create_the_schema_with_indexes(store: Store) -> None:
-    assert store.upgrade() == "0004"  # idempotent: a second upgrade is a no-op
+    from pathlib import Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    import hitl.store
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(hitl.store.__file__).parent / "migrations"))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert store.upgrade() == head  # idempotent: a second upgrade is a no-op
     insp = inspect(store.engine)
     assert {
         "hitl_approval_request",
@@ -23,6 +33,7 @@ def test_migrations_create_the_schema_with_indexes(store: Store) -> None:
     indexed = {tuple(ix["column_names"]) for ix in insp.get_indexes("hitl_approval_request")}
     assert ("status", "created_at") in indexed
     assert ("dag_id", "run_id", "gate_task_id", "map_index") in indexed
+    assert ("decided_at",) in indexed  # 0005: the triggerer's watcher reads decisions since its last look
 
 
 def test_record_request_snapshots_output_and_audits(store: Store) -> None:

@@ -59,6 +59,8 @@ approval_request = Table(
     Index("ix_hitl_request_status_created", "status", "created_at"),
     Index("ix_hitl_request_dag_status_created", "dag_id", "status", "created_at"),
     Index("ix_hitl_request_gate", "dag_id", "run_id", "gate_task_id", "map_index"),
+    # 0005: the watcher's cursor
+    Index("ix_hitl_request_decided", "decided_at"),
 )
 
 approval_vote = Table(

@@ -1,8 +1,12 @@
-"""One shared watcher per triggerer event loop: every parked gate is answered by one batched query.
+"""One shared watcher per triggerer event loop: parked gates cost the store nothing that grows with their count.
 
-A thousand parked gates cost one ``SELECT ... WHERE id IN (...) AND status <> 'pending'``
-per poll interval (in chunks of 500 ids), not a thousand. On PostgreSQL a LISTEN on
-``hitl_decision`` wakes the watcher the moment a decision commits.
+Each look is one ``SELECT id ... WHERE decided_at >= <a moment before the last look>``: it returns the
+requests decided since, whatever the number of parked gates, and only then are the full rows of the
+ones a gate waits for read. A gate that just parked is looked up by id once (its request may have
+been decided while no trigger ran). Between looks the watcher waits for a sign of change that costs no
+query: on PostgreSQL a LISTEN on ``hitl_decision`` (every decision NOTIFYs), on SQLite the store file's
+size and modification time. Without such a sign it looks every ``poll_interval``; with one, it still
+looks every ``safety_interval`` over a wide window, in case a sign was lost or a decider's clock is off.
 """
 
 from __future__ import annotations
@@ -11,38 +15,62 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import weakref
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from hitl.store import NOTIFY_CHANNEL, PENDING, ApprovalRequest
+from hitl.store import NOTIFY_CHANNEL, PENDING, ApprovalRequest, utcnow
 from hitl.store.engine import SQLITE_BUSY_TIMEOUT_MS, async_url
 from hitl.store.schema import approval_request
 
 log = logging.getLogger(__name__)
 
-CHUNK = 500
+CHUNK = 500  # ids per IN (...) when looking up newly parked gates or the rows of decided ones
+OVERLAP = timedelta(seconds=10)  # a decision's timestamp is taken just before its commit: look back this far
+SAFETY_WINDOW = timedelta(hours=1)  # the safety look's window: a lost NOTIFY, a decider's clock off by minutes
+SAFETY_INTERVAL = 30.0  # seconds between safety looks while a change signal (LISTEN, the SQLite file) is used
+
+Stamp = tuple[tuple[int, int], ...]
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
 
 
 class DecisionWatcher:
-    def __init__(self, url: str, poll_interval: float) -> None:
+    def __init__(self, url: str, poll_interval: float, *, safety_interval: float = SAFETY_INTERVAL) -> None:
         self.url = url
         self.poll_interval = poll_interval
-        self.polls = 0  # batched queries made; tests read it
-        self.failures = 0  # polls failed in a row: an outage is logged once, when it starts, and when it ends
+        self.safety_interval = max(safety_interval, poll_interval)
+        self.polls = 0  # looks at the store; tests and benchmarks read it
+        self.failures = 0  # looks failed in a row: an outage is logged once, when it starts, and when it ends
         self._waiters: dict[int, set[asyncio.Future[ApprovalRequest]]] = {}
+        self._fresh: set[int] = set()  # parked since the last look: looked up by id once
+        self._since: datetime | None = None  # the next look asks for decisions at or after this
+        self._last_safety: datetime | None = None
+        self._stamp: Stamp | None = None  # the SQLite files as of the last look
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._engine: AsyncEngine | None = None
         self._listener: Any = None
+        backend = make_url(url)
+        database = backend.database if backend.get_backend_name() == "sqlite" else None
+        self._sqlite_files = (
+            (database, f"{database}-wal") if database and database != ":memory:" and "mode=memory" not in url else ()
+        )
 
     async def wait(self, request_id: int) -> ApprovalRequest:
         """Return the request once it is no longer pending."""
         fut: asyncio.Future[ApprovalRequest] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(request_id, set()).add(fut)
+        self._fresh.add(request_id)
         if self._task is None or self._task.done():
             # A fresh context: the watcher serves every trigger, so what it logs (a store outage) goes to the
             # triggerer's own log rather than to the log of whichever gate happened to start it.
@@ -56,6 +84,12 @@ class DecisionWatcher:
                 waiting.discard(fut)
                 if not waiting:
                     del self._waiters[request_id]
+                    self._fresh.discard(request_id)
+
+    @property
+    def signalled(self) -> bool:
+        """Whether a change reaches the watcher without a query (LISTEN, or the SQLite file's stamp)."""
+        return bool(self._sqlite_files) or (self._listener is not None and not self._listener.is_closed())
 
     def _engine_for(self) -> AsyncEngine:
         if self._engine is None:
@@ -65,6 +99,17 @@ class DecisionWatcher:
             )
             self._engine = create_async_engine(url, connect_args=args, pool_pre_ping=True)
         return self._engine
+
+    def _file_stamp(self) -> Stamp:
+        stamps = []
+        for path in self._sqlite_files:
+            try:
+                st = os.stat(path)
+            except OSError:
+                stamps.append((0, 0))
+            else:
+                stamps.append((st.st_mtime_ns, st.st_size))
+        return tuple(stamps)
 
     async def _listen(self) -> None:
         if make_url(self.url).get_backend_name() != "postgresql":
@@ -84,25 +129,62 @@ class DecisionWatcher:
             self._listener = None
 
     async def poll_once(self) -> None:
-        ids = list(self._waiters)
-        if not ids:
+        """One look: at most one query for the decisions since the last look, whatever the number of parked gates."""
+        if not self._waiters:
             return
-        engine = self._engine_for()
-        found: list[ApprovalRequest] = []
-        async with engine.connect() as conn:
-            for start in range(0, len(ids), CHUNK):
-                chunk = ids[start : start + CHUNK]
-                result = await conn.execute(
-                    select(approval_request).where(
-                        approval_request.c.id.in_(chunk), approval_request.c.status != PENDING
-                    )
-                )
-                found.extend(ApprovalRequest.from_row(r) for r in result)
+        now = utcnow()
+        stamp = self._file_stamp()  # before the query: a commit during it is seen at the next look
+        fresh = [i for i in self._fresh if i in self._waiters]
+        safety = (
+            self._since is None
+            or self._last_safety is None
+            or now - self._last_safety >= timedelta(seconds=self.safety_interval)
+        )
+        since = now - SAFETY_WINDOW if safety else self._since
+        assert since is not None
+        async with self._engine_for().connect() as conn:
+            decided: set[int] = set()
+            for chunk in _chunks(fresh):
+                decided.update(await self._decided_ids(conn, approval_request.c.id.in_(chunk)))
+            recent = await self._decided_ids(conn, approval_request.c.decided_at >= since)
+            decided.update(i for i in recent if i in self._waiters)
+            found = await self._rows(conn, sorted(decided))
+        self._fresh.difference_update(fresh)
+        self._since = now - OVERLAP
+        if safety:
+            self._last_safety = now
+        self._stamp = stamp
         self.polls += 1
         for req in found:
             for fut in self._waiters.get(req.id, ()):
                 if not fut.done():
                     fut.set_result(req)
+
+    @staticmethod
+    async def _decided_ids(conn: AsyncConnection, where: Any) -> list[int]:
+        result = await conn.execute(select(approval_request.c.id).where(where, approval_request.c.status != PENDING))
+        return [row[0] for row in result]
+
+    @staticmethod
+    async def _rows(conn: AsyncConnection, ids: list[int]) -> list[ApprovalRequest]:
+        found: list[ApprovalRequest] = []
+        for chunk in _chunks(ids):
+            result = await conn.execute(select(approval_request).where(approval_request.c.id.in_(chunk)))
+            found.extend(ApprovalRequest.from_row(r) for r in result)
+        return found
+
+    async def _pause(self) -> None:
+        """Wait until a newcomer, a NOTIFY, a change of the SQLite file, or the next (safety) interval."""
+        loop = asyncio.get_running_loop()
+        quiet = self.signalled and not self.failures
+        deadline = loop.time() + (self.safety_interval if quiet else self.poll_interval)
+        while (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(left, self.poll_interval) if self._sqlite_files else left)
+            if self._wake.is_set():
+                return
+            if self._sqlite_files and self._file_stamp() != self._stamp:
+                return
 
     async def _run(self) -> None:
         try:
@@ -126,8 +208,7 @@ class DecisionWatcher:
                     if self.failures:
                         log.warning("hitl: the decision store is reachable again after %d failed polls", self.failures)
                     self.failures = 0
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await self._pause()
         finally:
             if self._listener is not None:
                 with contextlib.suppress(Exception):
@@ -148,5 +229,11 @@ def watcher_for(url: str, poll_interval: float) -> DecisionWatcher:
     """The watcher of the running event loop for this store (the triggerer runs one loop)."""
     per_loop = _watchers.setdefault(asyncio.get_running_loop(), {})
     if url not in per_loop:
-        per_loop[url] = DecisionWatcher(url, poll_interval)
+        from hitl.config import conf_get
+
+        try:
+            safety = float(conf_get("hitl", "safety_poll_interval", str(SAFETY_INTERVAL)))
+        except ValueError:
+            safety = SAFETY_INTERVAL
+        per_loop[url] = DecisionWatcher(url, poll_interval, safety_interval=safety)
     return per_loop[url]
