@@ -1,31 +1,51 @@
-"""Decision -> downstream task start, ours vs Airflow 3.3's own ApprovalOperator, on one real Airflow.
+"""Decision -> downstream task start, measured by the client, ours vs Airflow 3.3's own ApprovalOperator.
 
-Starts api-server, scheduler, dag-processor and triggerer (LocalExecutor, SQLite) in a temp
-AIRFLOW_HOME, then alternates N runs of each: wait until the gate parks, decide (ours: the
-decision service, as the review page does; native: REST PATCH .../hitlDetails, as its UI
-does), and read the downstream task's start_date from the REST API.
+For each setup a real Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor) starts in
+a temp AIRFLOW_HOME, then N runs of each gate alternate: wait until the gate parks, then the client
+notes the time and sends the decision over HTTP as a reviewer's tool would (ours: POST to the JSON API
+``/pluginsv2/hitl/api/requests/<id>/decision``; native: PATCH ``.../hitlDetails``, as its UI does), and
+the downstream task's ``start_date`` is read from the REST API. The clock is the same machine's.
 
-    .venv/bin/python benchmarks/decision_latency.py [--runs 20] [--store-url postgresql://...]
+Setups: ``sqlite`` (Airflow's DB and the store on SQLite), ``postgresql`` (both on PostgreSQL), and each
+with ``-trigger``: the deciding process may not end the gate (``[hitl] end_gate_from_decider=false``),
+so the trigger's watcher must notice the decision.
+
+Each latency is split into components from the task instances' own timestamps: answer (the HTTP call),
+gate end (answer -> the gate task's end_date), scheduling (gate end -> downstream scheduled_when),
+queueing (-> queued_when), start (-> start_date).
+
+    .venv/bin/python benchmarks/decision_latency.py [--runs 20] [--pg-url URL]
+        [--setups sqlite,postgresql,sqlite-trigger,postgresql-trigger]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
+import urllib.request
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
+
 from hitl_devstack import AirflowStack, free_port  # noqa: E402
 
+RESULTS = REPO / "benchmarks" / "results" / "decision_latency.json"
+COMPONENTS = ("answer", "gate_end", "scheduling", "queueing", "start")
+NATIVE_DAG = "native_approval_latency"
 
-def wait(predicate, timeout: float = 120, every: float = 0.1):  # type: ignore[no-untyped-def]
+
+def wait(predicate, timeout: float = 180, every: float = 0.05):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -39,49 +59,188 @@ class GateFailed(Exception):
     pass
 
 
-def start_date(stack: AirflowStack, dag_id: str, run_id: str, task_id: str) -> datetime | None:
-    ti = stack.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
-    if ti.get("state") in ("upstream_failed", "skipped", "failed"):
-        raise GateFailed(f"{dag_id} {run_id}: {task_id} is {ti['state']}")
-    return datetime.fromisoformat(ti["start_date"]) if ti.get("start_date") else None
+def ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
-def ours(stack: AirflowStack, store, settle: float) -> float:  # type: ignore[no-untyped-def]
-    from hitl.decisions import decide
-    from hitl.identity import Reviewer
-
-    run_id = stack.trigger("gate_latency")
-    wait(lambda: stack.task_state("gate_latency", run_id, "draft__approval") == "deferred")
-    time.sleep(settle)
-    req = store.current_for_gate("gate_latency", run_id, "draft__approval")
-    outcome = decide(store, req.id, Reviewer("alice"), "approve", channel="benchmark")
-    decided = outcome.request.decided_at  # committed in the store: from here on every reader sees it
-    started = wait(lambda: start_date(stack, "gate_latency", run_id, "send"))
-    stack.wait_run("gate_latency", run_id)
-    return (started - decided).total_seconds()
+def ti(stack: AirflowStack, token: str, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    return call(stack, token, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
 
 
-def native(stack: AirflowStack, settle: float) -> float:
-    dag = "native_approval_latency"
-    run_id = stack.trigger(dag)
-    wait(lambda: stack.task_state(dag, run_id, "approve") in ("deferred", "awaiting_input"))
-    time.sleep(settle)
-    answer = stack.api(
-        "PATCH",
-        f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
-        {"chosen_options": ["Approve"], "params_input": {}},
+def call(stack: AirflowStack, token: str, method: str, path: str, body: object | None = None) -> Any:
+    req = urllib.request.Request(
+        f"{stack.base_url}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
-    decided = datetime.fromisoformat(answer["responded_at"])  # set by the server as it records the answer
-    started = wait(lambda: start_date(stack, dag, run_id, "send"))
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def started(stack: AirflowStack, token: str, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    state = ti(stack, token, dag_id, run_id, "send")
+    if state.get("state") in ("upstream_failed", "skipped", "failed"):
+        raise GateFailed(f"{dag_id} {run_id}: send is {state['state']}")
+    return state if state.get("start_date") else None
+
+
+def one_run(stack: AirflowStack, tokens: dict[str, str], kind: str, settle: float) -> dict[str, float]:
+    admin = tokens["admin"]
+    if kind == "ours":
+        dag, gate = "gate_latency", "draft__approval"
+        parked = ("deferred",)
+    else:
+        dag, gate = NATIVE_DAG, "approve"
+        parked = ("deferred", "awaiting_input")
+    run_id = f"bench__{uuid.uuid4().hex[:12]}"
+    call(stack, admin, "POST", f"/api/v2/dags/{dag}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+    wait(lambda: ti(stack, admin, dag, run_id, gate).get("state") in parked)
+    if kind == "ours":
+        request_id = wait(lambda: _pending_id(stack, tokens["alice"], run_id))
+    time.sleep(settle)  # the reviewer reads the draft
+    sent = datetime.now(UTC)
+    if kind == "ours":
+        call(
+            stack,
+            tokens["alice"],
+            "POST",
+            f"/pluginsv2/hitl/api/requests/{request_id}/decision",
+            {"action": "approve"},
+        )
+    else:
+        call(
+            stack,
+            admin,
+            "PATCH",
+            f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances/{gate}/-1/hitlDetails",
+            {"chosen_options": ["Approve"], "params_input": {}},
+        )
+    answered = datetime.now(UTC)
+    down = wait(lambda: started(stack, admin, dag, run_id))
+    gate_ti = ti(stack, admin, dag, run_id, gate)
     stack.wait_run(dag, run_id)
-    return (started - decided).total_seconds()
+    marks = [
+        sent,
+        answered,
+        ts(gate_ti.get("end_date")),
+        ts(down.get("scheduled_when")),
+        ts(down.get("queued_when")),
+        ts(down["start_date"]),
+    ]
+    out = {"total": (marks[-1] - sent).total_seconds()}  # type: ignore[operator]
+    for name, (a, b) in zip(COMPONENTS, itertools.pairwise(marks), strict=True):
+        out[name] = (b - a).total_seconds() if a and b else float("nan")
+    return out
 
 
-def summary(name: str, values: list[float]) -> str:
-    ordered = sorted(values) or [float("nan")]
-    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
-    spread = f"(n={len(ordered)}, min {ordered[0]:.2f}, max {ordered[-1]:.2f})"
-    return f"{name:<42} median {statistics.median(ordered):6.2f} s   p95 {p95:6.2f} s   {spread}"
+def _pending_id(stack: AirflowStack, token: str, run_id: str) -> int | None:
+    rows = call(stack, token, "GET", "/pluginsv2/hitl/api/requests?dag_id=gate_latency&limit=50")
+    return next((r["id"] for r in rows if r["run_id"] == run_id), None)
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(v for v in values if v == v) or [float("nan")]
+    return {
+        "median": statistics.median(ordered),
+        "p95": ordered[max(0, round(0.95 * len(ordered)) - 1)],
+        "min": ordered[0],
+        "max": ordered[-1],
+        "n": len(ordered),
+    }
+
+
+def fresh_pg_db(pg_url: str) -> tuple[str, Any]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"hitl_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(pg_url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(pg_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def run_setup(setup: str, runs: int, settle: float, pg_url: str | None) -> dict[str, Any]:
+    backend, _, route = setup.partition("-")
+    home = Path(tempfile.mkdtemp(prefix=f"hitl-bench-latency-{setup}-"))
+    env: dict[str, str] = {}
+    drops = []
+    if backend == "postgresql":
+        if not pg_url:
+            raise SystemExit("the postgresql setups need --pg-url (or HITL_TEST_POSTGRES_URL)")
+        meta, drop_meta = fresh_pg_db(pg_url)
+        store, drop_store = fresh_pg_db(pg_url)
+        drops += [drop_meta, drop_store]
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = meta.replace("postgresql://", "postgresql+psycopg2://", 1)
+        env["AIRFLOW__HITL__STORE_URL"] = store
+    else:
+        env["AIRFLOW__HITL__STORE_URL"] = f"sqlite:///{home / 'hitl.db'}"
+    if route == "trigger":
+        env["AIRFLOW__HITL__END_GATE_FROM_DECIDER"] = "false"
+    stack = AirflowStack(
+        home=home,
+        port=free_port(),
+        dags_folder=REPO / "benchmarks" / "dags",
+        specs_folder=REPO / "benchmarks" / "specs",
+        extra_env=env,
+    )
+    print(f"\n== {setup}: AIRFLOW_HOME={home}", flush=True)
+    rows: dict[str, list[dict[str, float]]] = {"ours": [], "native": []}
+    failed = {"ours": 0, "native": 0}
+    try:
+        stack.setup()
+        stack.start()
+        stack.wait_healthy()
+        stack.wait_for_dag("gate_latency")
+        stack.wait_for_dag(NATIVE_DAG)
+        tokens = {user: stack.token(user) for user in ("admin", "alice")}
+        for kind in ("ours", "native"):  # one untimed run each: first-run costs (DAG serialization, imports)
+            one_run(stack, tokens, kind, 0.5)
+        for i in range(runs):
+            for kind in ("ours", "native"):
+                try:
+                    rows[kind].append(one_run(stack, tokens, kind, settle))
+                except GateFailed as exc:
+                    failed[kind] += 1
+                    print(f"run {i + 1:>2}: {kind} FAILED: {exc}", flush=True)
+            print(
+                f"run {i + 1:>2}: ours {rows['ours'][-1]['total']:5.2f} s"
+                f"   native {rows['native'][-1]['total']:5.2f} s",
+                flush=True,
+            )
+    finally:
+        stack.stop()
+        for drop in drops:
+            drop()
+    result: dict[str, Any] = {"setup": setup, "failed": failed}
+    for kind in rows:
+        result[kind] = {part: stats([r[part] for r in rows[kind]]) for part in ("total", *COMPONENTS)}
+    result["ratio_median"] = result["ours"]["total"]["median"] / result["native"]["total"]["median"]
+    result["ratio_p95"] = result["ours"]["total"]["p95"] / result["native"]["total"]["p95"]
+    return result
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print("\ndecision sent by the client -> downstream task started (seconds; median / p95 (min-max))")
+    print(f"{'setup':<20} {'ours':>26} {'native ApprovalOperator':>26} {'ratio med':>10} {'ratio p95':>10}")
+    for r in results:
+        cells = []
+        for kind in ("ours", "native"):
+            t = r[kind]["total"]
+            cells.append(f"{t['median']:.2f} / {t['p95']:.2f} ({t['min']:.2f}-{t['max']:.2f})")
+        print(f"{r['setup']:<20} {cells[0]:>26} {cells[1]:>26} {r['ratio_median']:>10.2f} {r['ratio_p95']:>10.2f}")
+    print("\nwhere the time goes (median seconds per component)")
+    print(f"{'setup':<20} {'kind':<7} " + " ".join(f"{c:>10}" for c in COMPONENTS))
+    for r in results:
+        for kind in ("ours", "native"):
+            print(f"{r['setup']:<20} {kind:<7} " + " ".join(f"{r[kind][c]['median']:>10.3f}" for c in COMPONENTS))
 
 
 def main() -> int:
@@ -90,59 +249,19 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops the Airflow it started
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--settle", type=float, default=3.0, help="seconds the reviewer waits after the gate parks")
-    parser.add_argument("--trigger-only", action="store_true", help="leave every decision to the trigger's poll")
-    parser.add_argument("--store-url", help="decision store (default: SQLite in the temp AIRFLOW_HOME)")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds the reviewer waits after the gate parks")
+    parser.add_argument("--setups", default="sqlite,postgresql,sqlite-trigger,postgresql-trigger")
+    parser.add_argument("--pg-url", default=os.environ.get("HITL_TEST_POSTGRES_URL"))
     args = parser.parse_args()
-
-    home = Path(tempfile.mkdtemp(prefix="hitl-bench-latency-"))
-    store_url = args.store_url or f"sqlite:///{home / 'hitl.db'}"
-    stack = AirflowStack(
-        home=home,
-        port=free_port(),
-        dags_folder=REPO / "benchmarks" / "dags",
-        specs_folder=REPO / "benchmarks" / "specs",
-        extra_env={"AIRFLOW__HITL__STORE_URL": store_url},
-    )
-    print(f"AIRFLOW_HOME={home}  store={store_url.split('@')[-1]}", flush=True)
-    # Decide from a process configured like the api-server behind the review page (same Airflow DB).
-    os.environ.update(stack.env())
-    if args.trigger_only:  # the deciding process does not end the gate: the trigger's watcher does
-        os.environ["AIRFLOW__HITL__END_GATE_FROM_DECIDER"] = "false"
-    stack.setup()
-    from hitl.store import Store
-
-    store = Store(store_url)
-    store.upgrade()
-    stack.start()
-    try:
-        stack.wait_healthy()
-        stack.wait_for_dag("gate_latency")
-        stack.wait_for_dag("native_approval_latency")
-        mine: list[float] = []
-        theirs: list[float] = []
-        failed = {"ours": 0, "native": 0}
-        for i in range(args.runs):
-            for name, measure, into in (
-                ("ours", lambda: ours(stack, store, args.settle), mine),
-                ("native", lambda: native(stack, args.settle), theirs),
-            ):
-                try:
-                    into.append(measure())
-                except GateFailed as exc:
-                    failed[name] += 1
-                    print(f"run {i + 1:>2}: {name} FAILED: {exc}", flush=True)
-            last = theirs[-1] if theirs else float("nan")
-            print(f"run {i + 1:>2}: ours {mine[-1]:5.2f} s   ApprovalOperator {last:5.2f} s", flush=True)
-        print()
-        print(f"decision -> downstream task start (LocalExecutor, SQLite, decided {args.settle:g} s after parking)")
-        name = (
-            "hitl ApprovalSensor (trigger poll only)" if args.trigger_only else "hitl ApprovalSensor (decision service)"
-        )
-        print(summary(name, mine) + f"   gate failed {failed['ours']}x")
-        print(summary("Airflow ApprovalOperator (REST PATCH)", theirs) + f"   gate failed {failed['native']}x")
-    finally:
-        stack.stop()
+    setups = [s for s in args.setups.split(",") if s]
+    if not args.pg_url:
+        print("no --pg-url / HITL_TEST_POSTGRES_URL: the PostgreSQL setups are left out", flush=True)
+        setups = [s for s in setups if not s.startswith("postgresql")]
+    results = [run_setup(s, args.runs, args.settle, args.pg_url) for s in setups]
+    print_table(results)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"runs": args.runs, "settle": args.settle, "results": results}, indent=2))
+    print(f"written: {RESULTS.relative_to(REPO)}")
     return 0
 
 

@@ -5,8 +5,9 @@ requests decided since, whatever the number of parked gates, and only then are t
 ones a gate waits for read. A gate that just parked is looked up by id once (its request may have
 been decided while no trigger ran). Between looks the watcher waits for a sign of change that costs no
 query: on PostgreSQL a LISTEN on ``hitl_decision`` (every decision NOTIFYs), on SQLite the store file's
-size and modification time. Without such a sign it looks every ``poll_interval``; with one, it still
-looks every ``safety_interval`` over a wide window, in case a sign was lost or a decider's clock is off.
+size and modification time (a stat() every 0.1 s). Without such a sign it looks every ``poll_interval``;
+with one, it still looks every ``safety_interval`` over a wide window, in case a sign was lost or a
+decider's clock is off.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ CHUNK = 500  # ids per IN (...) when looking up newly parked gates or the rows o
 OVERLAP = timedelta(seconds=10)  # a decision's timestamp is taken just before its commit: look back this far
 SAFETY_WINDOW = timedelta(hours=1)  # the safety look's window: a lost NOTIFY, a decider's clock off by minutes
 SAFETY_INTERVAL = 30.0  # seconds between safety looks while a change signal (LISTEN, the SQLite file) is used
+STAT_TICK = 0.1  # seconds between looks at the SQLite file's stamp (a stat(), no query)
 
 Stamp = tuple[tuple[int, int], ...]
 
@@ -180,7 +182,7 @@ class DecisionWatcher:
         deadline = loop.time() + (self.safety_interval if quiet else self.poll_interval)
         while (left := deadline - loop.time()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(left, self.poll_interval) if self._sqlite_files else left)
+                await asyncio.wait_for(self._wake.wait(), min(left, STAT_TICK) if self._sqlite_files else left)
             if self._wake.is_set():
                 return
             if self._sqlite_files and self._file_stamp() != self._stamp:
