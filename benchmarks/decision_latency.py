@@ -167,10 +167,12 @@ def fresh_pg_db(pg_url: str) -> tuple[str, Any]:
     return make_url(pg_url).set(database=name).render_as_string(hide_password=False), drop
 
 
-def run_setup(setup: str, runs: int, settle: float, pg_url: str | None) -> dict[str, Any]:
+def run_setup(setup: str, runs: int, settle: float, pg_url: str | None, idle_sleep: float | None) -> dict[str, Any]:
     backend, _, route = setup.partition("-")
     home = Path(tempfile.mkdtemp(prefix=f"hitl-bench-latency-{setup}-"))
     env: dict[str, str] = {}
+    if idle_sleep is not None:  # the scheduler's sleep between idle loops (Airflow's default: 1 s), for both gates
+        env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(idle_sleep)
     drops = []
     if backend == "postgresql":
         if not pg_url:
@@ -252,16 +254,26 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="seconds the reviewer waits after the gate parks")
     parser.add_argument("--setups", default="sqlite,postgresql,sqlite-trigger,postgresql-trigger")
     parser.add_argument("--pg-url", default=os.environ.get("HITL_TEST_POSTGRES_URL"))
+    parser.add_argument(
+        "--scheduler-idle-sleep",
+        type=float,
+        help="[scheduler] scheduler_idle_sleep_time for both (default: Airflow's 1 s)",
+    )
     args = parser.parse_args()
     setups = [s for s in args.setups.split(",") if s]
     if not args.pg_url:
         print("no --pg-url / HITL_TEST_POSTGRES_URL: the PostgreSQL setups are left out", flush=True)
         setups = [s for s in setups if not s.startswith("postgresql")]
-    results = [run_setup(s, args.runs, args.settle, args.pg_url) for s in setups]
+    results = [run_setup(s, args.runs, args.settle, args.pg_url, args.scheduler_idle_sleep) for s in setups]
     print_table(results)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"runs": args.runs, "settle": args.settle, "results": results}, indent=2))
-    print(f"written: {RESULTS.relative_to(REPO)}")
+    out = RESULTS
+    if args.scheduler_idle_sleep is not None:
+        out = RESULTS.with_name(f"decision_latency_idle{args.scheduler_idle_sleep:g}.json")
+        print(f"(scheduler_idle_sleep_time = {args.scheduler_idle_sleep:g} s for both)")
+    out.parent.mkdir(exist_ok=True)
+    body = {"runs": args.runs, "settle": args.settle, "scheduler_idle_sleep": args.scheduler_idle_sleep}
+    out.write_text(json.dumps({**body, "results": results}, indent=2))
+    print(f"written: {out.relative_to(REPO)}")
     return 0
 
 
