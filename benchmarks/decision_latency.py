@@ -204,7 +204,10 @@ def run_setup(setup: str, runs: int, settle: float, pg_url: str | None, idle_sle
         stack.wait_for_dag(NATIVE_DAG)
         tokens = {user: stack.token(user) for user in ("admin", "alice")}
         for kind in ("ours", "native"):  # one untimed run each: first-run costs (DAG serialization, imports)
-            one_run(stack, tokens, kind, 0.5)
+            try:
+                one_run(stack, tokens, kind, settle)
+            except GateFailed as exc:
+                print(f"warm-up: {kind} FAILED: {exc}", flush=True)
         for i in range(runs):
             for kind in ("ours", "native"):
                 try:
@@ -251,7 +254,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops the Airflow it started
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--settle", type=float, default=1.0, help="seconds the reviewer waits after the gate parks")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds the reviewer takes after the gate parks (the triggerer picks a new trigger up within ~1-2 s)",
+    )
     parser.add_argument("--setups", default="sqlite,postgresql,sqlite-trigger,postgresql-trigger")
     parser.add_argument("--pg-url", default=os.environ.get("HITL_TEST_POSTGRES_URL"))
     parser.add_argument(
@@ -266,9 +274,9 @@ def main() -> int:
         setups = [s for s in setups if not s.startswith("postgresql")]
     results = [run_setup(s, args.runs, args.settle, args.pg_url, args.scheduler_idle_sleep) for s in setups]
     print_table(results)
-    out = RESULTS
+    out = RESULTS.with_name(f"decision_latency-{'+'.join(setups)}.json")
     if args.scheduler_idle_sleep is not None:
-        out = RESULTS.with_name(f"decision_latency_idle{args.scheduler_idle_sleep:g}.json")
+        out = out.with_name(f"{out.stem}-idle{args.scheduler_idle_sleep:g}.json")
         print(f"(scheduler_idle_sleep_time = {args.scheduler_idle_sleep:g} s for both)")
     out.parent.mkdir(exist_ok=True)
     body = {"runs": args.runs, "settle": args.settle, "scheduler_idle_sleep": args.scheduler_idle_sleep}
