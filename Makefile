@@ -46,6 +46,8 @@ venv: $(VENV)/.installed
 demo-venv: $(VENV)/.installed-demo
 bench-venv: $(VENV)/.installed-bench
 
+# HITL_PORT (8080) moves the UI and Airflow's log servers with it (8793/8794 -> port+713/714); HITL_DEMO_SITE_PORT
+# (8765) moves the bakery site, and the example's default prospect URL follows it. Mail lands in .airflow/outbox/.
 demo: demo-venv
 	$(PY) scripts/demo.py
 
@@ -68,10 +70,15 @@ lint: venv
 	$(PY) -m ruff format --check plugins dags tests benchmarks scripts
 	$(PY) -m mypy
 
+# Every table of the README's performance section, each beside its anchor measured in the same run; the JSON
+# lands in benchmarks/results/. PostgreSQL runs too when HITL_TEST_POSTGRES_URL is set. The quickstart clones
+# the committed HEAD and runs `make demo` there (pip's cache on; benchmarks/quickstart.py --no-pip-cache without).
 benchmarks: bench-venv
 	$(PY) benchmarks/decision_latency.py
+	$(PY) benchmarks/parked_gates.py
 	$(PY) benchmarks/parse_time.py
 	$(PY) benchmarks/inbox.py
+	$(PY) benchmarks/quickstart.py
 
 # The wheel (templates, static files and migrations inside; hitl_devstack left out) in dist/.
 wheel:

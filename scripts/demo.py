@@ -16,16 +16,32 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
 from hitl_devstack import AirflowStack, serve_demo_site  # noqa: E402
+from hitl_devstack.mailsink import MailSink  # noqa: E402
 
 DAG_ID = "local_business_outreach"
+DEMO_EMAILS = "admin:admin@acme-pos.example,alice:alice@acme-pos.example,bob:bob@acme-pos.example"
 
 
 def main() -> int:
     home = Path(os.environ.get("AIRFLOW_HOME", REPO / ".airflow"))
     site_port = int(os.environ.get("HITL_DEMO_SITE_PORT", "8765"))
+    site_url = f"http://127.0.0.1:{site_port}/"
+    outbox = home / "outbox"
+    # The approvers' notifications go by SMTP to a local sink that writes them into the outbox, beside the
+    # email the workflow sends (its outbox transport): the whole loop, signed links included, on this machine.
+    mail = MailSink(outbox)
     # webResearch refuses loopback addresses unless allowed: allow the demo's own site, and only it.
+    # AIRFLOW_VAR_HITL_DEMO_SITE_URL: the example's default prospect URL follows the site's port, so a run started
+    # from Airflow's Trigger button (with the default params) reads this site too.
     stack = AirflowStack(
-        home=home, port=int(os.environ.get("HITL_PORT", "8080")), web_research_allow=f"127.0.0.1:{site_port}"
+        home=home,
+        port=int(os.environ.get("HITL_PORT", "8080")),
+        web_research_allow=f"127.0.0.1:{site_port}",
+        extra_env={
+            "AIRFLOW_CONN_SMTP_DEFAULT": mail.connection_uri(),
+            "AIRFLOW__HITL__USER_EMAILS": DEMO_EMAILS,  # SimpleAuthManager users have no email of their own
+            "AIRFLOW_VAR_HITL_DEMO_SITE_URL": site_url,
+        },
     )
     print(f"AIRFLOW_HOME={home}")
     print("setting up Airflow's database and the decision store ...", flush=True)
@@ -44,7 +60,7 @@ def main() -> int:
         stack.start()
         stack.wait_healthy()
         stack.wait_for_dag(DAG_ID)
-        run_id = stack.trigger(DAG_ID, {"prospect_url": f"http://127.0.0.1:{site_port}/"})
+        run_id = stack.trigger(DAG_ID)  # the default params, as Airflow's Trigger button would
         print(f"triggered {DAG_ID} run {run_id}; waiting for it to reach the approval gate ...", flush=True)
         from hitl.store import get_store
 
@@ -66,7 +82,13 @@ def main() -> int:
             print("Or decide from the CLI:")
             print(f"  AIRFLOW_HOME={home} .venv/bin/python -m hitl approvals list")
             print(f"  AIRFLOW_HOME={home} .venv/bin/python -m hitl approvals approve {request.id} --user alice")
-            print(f"The approved email lands in {home / 'outbox'}/")
+            print(f"Mail (local sink on 127.0.0.1:{mail.port}) lands as .eml files in {outbox}/:")
+            print("  mail__*.eml: alice's notification with its signed Review / Send email / Reject links")
+            print(f"  {DAG_ID}__*__send_email.eml: the email itself, once alice approves")
+            print(
+                f"Demo site: {site_url} (HITL_DEMO_SITE_PORT); Airflow's log servers: {stack.worker_log_port}, "
+                f"{stack.trigger_log_port} (they move with HITL_PORT)"
+            )
             print("Ctrl-C stops everything.")
             print("=" * 72, flush=True)
         while not stopping:
@@ -75,6 +97,7 @@ def main() -> int:
         print("stopping ...", flush=True)
         stack.stop()
         site.shutdown()
+        mail.close()
     return 0
 
 

@@ -53,7 +53,7 @@ def test_outreach_dag_shape(specs: Path) -> None:
     # send_email reads the gate's approved output (from the store), not the raw draft, and checks the gate first
     assert tasks["send_email"].sources == {"draft_email": "draft_email__approval"}
     assert tasks["send_email"].gates == ["draft_email__approval"]
-    assert dag.params["prospect_url"] == "http://127.0.0.1:8765/"
+    assert dag.params["prospect_url"] == ""  # empty: the demo site, from the Variable hitl_demo_site_url
 
 
 def test_gate_options_reach_the_sensor(specs: Path) -> None:

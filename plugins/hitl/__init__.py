@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["ApprovalSensor", "GateNotApproved", "GateOptions", "approved_output"]
+__all__ = ["ApprovalSensor", "GateNotApproved", "GateOptions", "approved_output", "review_feedback"]
 
 if TYPE_CHECKING:
     from hitl.gate import GateOptions
     from hitl.guard import GateNotApproved, approved_output
+    from hitl.rounds import review_feedback
     from hitl.sensor import ApprovalSensor
 
 _LAZY = {
@@ -25,6 +26,7 @@ _LAZY = {
     "GateOptions": "hitl.gate",
     "GateNotApproved": "hitl.guard",
     "approved_output": "hitl.guard",
+    "review_feedback": "hitl.rounds",
 }
 
 

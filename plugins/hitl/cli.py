@@ -1,10 +1,11 @@
-"""``python -m hitl``: validate specs, migrate the store, list and decide approvals.
+"""``python -m hitl``: validate specs, migrate the store, list, decide and comment on approvals.
 
 Uses the same settings as Airflow (``AIRFLOW_HOME``, ``[hitl]`` config). Decisions go
 through the decision service, so the CLI obeys the same approver rules as the UI.
 
 Every failure is one line on stderr and a non-zero exit, never a traceback: 1 refused or
-not found, 2 bad arguments or input, 3 the decision store is unavailable, 4 anything else
+not found, 2 bad arguments or input, 3 the decision store is unavailable (or, to request changes,
+Airflow's database: nothing was written, try again), 4 anything else
 (``HITL_DEBUG=1`` shows its traceback).
 """
 
@@ -92,6 +93,7 @@ def _show(args: argparse.Namespace) -> int:
         print(f"no approval request {args.id}", file=sys.stderr)
         return 1
     data: dict[str, Any] = {**req.as_dict(), "url": _review_url(req.id)}
+    data["comments"] = [c.as_dict() for c in store.comments(req.id)]
     data["history"] = [
         {"event": e.event, "actor": e.actor, "at": e.at.isoformat(), "detail": e.detail} for e in store.history(req.id)
     ]
@@ -100,13 +102,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, action: str) -> int:
-    from hitl.decisions import DecisionError, decide
+    from hitl.decisions import DecisionError, RerunRefused, decide
     from hitl.identity import lookup_reviewer
 
+    field = {"approve": "comment", "reject": "reason", "request_changes": "feedback"}[action]
     try:
-        comment = check_text(
-            args.comment if action == "approve" else args.reason, "comment" if action == "approve" else "reason"
-        )
+        comment = check_text(getattr(args, field), field)
     except BadInput as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -127,10 +128,33 @@ def _decide(args: argparse.Namespace, action: str) -> int:
             edited_output=edited,
             channel="cli",
         )
+    except RerunRefused as exc:  # Airflow's database is unavailable from here: nothing was written; try again
+        print(str(exc), file=sys.stderr)
+        return EXIT_STORE_DOWN
     except DecisionError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_REFUSED
     print(outcome.message)
+    return 0
+
+
+def _comment(args: argparse.Namespace) -> int:
+    from hitl.comments import add_comment
+    from hitl.decisions import DecisionError
+    from hitl.identity import lookup_reviewer
+
+    try:
+        body = check_text(args.body, "comment")
+    except BadInput as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        comment = add_comment(_store(), args.id, lookup_reviewer(args.user), body, channel="cli")
+    except DecisionError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_REFUSED
+    told = f"; mentioned {', '.join(comment.mentions)}" if comment.mentions else ""
+    print(f"comment {comment.id} added to request {args.id}{told}")
     return 0
 
 
@@ -171,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = ap.add_parser("list")
     p.add_argument(
-        "--status", default="pending", choices=["pending", "approved", "rejected", "superseded", "decided", "all"]
+        "--status",
+        default="pending",
+        choices=["pending", "approved", "rejected", "changes_requested", "superseded", "timed_out", "decided", "all"],
     )
     p.add_argument("--dag-id")
     p.add_argument("--limit", type=_limit, default=100)
@@ -191,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--reason", required=True)
     p.set_defaults(func=lambda a: _decide(a, "reject"))
+    p = ap.add_parser("request-changes", help="send the draft back with feedback: the step runs again in its run")
+    p.add_argument("id", type=_request_id)
+    p.add_argument("--user", required=True)
+    p.add_argument("--feedback", required=True, help="what the next draft should change")
+    p.set_defaults(func=lambda a: _decide(a, "request_changes"))
+    p = ap.add_parser("comment", help="comment on a request (@user notifies them); never decides")
+    p.add_argument("id", type=_request_id)
+    p.add_argument("--user", required=True)
+    p.add_argument("--body", required=True)
+    p.set_defaults(func=_comment)
     return parser
 
 

@@ -3,24 +3,30 @@
 Every channel (review page, JSON API, CLI, Slack) calls ``decide``. It checks who may decide,
 what may be approved, and the request's deadline; writes the decision under a row lock; then
 ends the parked gate at once where it can (``hitl.gate_end.DirectRoute``).
+
+Three decisions: approve (maybe with an edit), reject (with a reason), and request changes (with
+feedback, while the gate's ``maxRevisions`` allows): the request closes as ``changes_requested``,
+never approved, and the gated step runs again in the same DAG run with the feedback
+(``hitl.gate_end.StepRerun``); its new draft is the gate's next request.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from hitl.gate_end import DirectRoute
+from hitl.gate_end import DirectRoute, GateNotWaiting, RerunUnavailable, StepRerun
 from hitl.identity import Reviewer, describe_approvers, may_decide
 from hitl.outputs import field_errors, sendable_errors
-from hitl.store import APPROVED, PENDING, REJECTED, SUPERSEDED, ApprovalRequest, Store, utcnow
+from hitl.store import APPROVED, CHANGES_REQUESTED, PENDING, REJECTED, SUPERSEDED, ApprovalRequest, Store, utcnow
 
 log = logging.getLogger(__name__)
 
 
-Action = Literal["approve", "reject"]
-MAX_COMMENT = 2000  # characters of a reason or comment, on every channel
+Action = Literal["approve", "reject", "request_changes"]
+ACTIONS: tuple[str, ...] = ("approve", "reject", "request_changes")
+MAX_COMMENT = 2000  # characters of a reason, feedback or comment, on every channel
 
 
 class DecisionError(Exception):
@@ -45,6 +51,24 @@ class NotAllowed(DecisionError):
     """The reviewer may not decide this request (403)."""
 
     code = "not_allowed"
+
+
+class NoRevisionsLeft(NotAllowed):
+    """The gate's ``maxRevisions`` change requests are used up: only approve or reject remain (403)."""
+
+    code = "no_revisions_left"
+
+
+class RerunRefused(DecisionError):
+    """Changes cannot be requested from this process: the step could not be re-run; nothing was written (503)."""
+
+    code = "rerun_unavailable"
+
+
+class GateGone(DecisionError):
+    """Changes cannot be requested: the gate is not deferred on this request any more (stopped, cleared) (409)."""
+
+    code = "gate_not_waiting"
 
 
 class StaleOutput(DecisionError):
@@ -77,6 +101,12 @@ def already_decided_message(req: ApprovalRequest) -> str:
     """The one line a reviewer reads when the request is closed already."""
     if req.status == SUPERSEDED:
         return f"request {req.id} was superseded by request {req.superseded_by}: the step's output changed"
+    if req.status == CHANGES_REQUESTED:
+        when = req.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if req.decided_at else "an unknown time"
+        return (
+            f"changes already requested by {req.decided_by} at {when}: the step makes a new draft, "
+            "which is a new request of this gate"
+        )
     when = req.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if req.decided_at else "an unknown time"
     return f"already decided by {req.decided_by} at {when} ({req.status})"
 
@@ -92,10 +122,11 @@ def decide(
     seen_hash: str | None = None,
     channel: str = "api",
 ) -> Outcome:
-    """Approve, reject, or edit & approve a pending request, after checking the reviewer may.
+    """Approve, reject, edit & approve, or request changes on a pending request, after checking the reviewer may.
 
     ``seen_hash`` is the output hash the reviewer looked at: a decision on content that has
-    since changed is refused. Refusals are audited too.
+    since changed is refused. ``comment`` is the reason of a reject and the feedback of a change
+    request (required for both). Refusals are audited too.
     """
     req = store.get(request_id)
     if req is None:
@@ -105,14 +136,15 @@ def decide(
         store.audit(req.id, "refused", reviewer.name, action=str(action)[:20], reason=str(exc), channel=channel)
         return exc
 
+    what = "feedback" if action == "request_changes" else "reason"
     if comment is not None and not isinstance(comment, str):
-        raise refuse(DecisionError("the reason must be text"))
+        raise refuse(DecisionError(f"the {what} must be text"))
     if comment is not None and len(comment) > MAX_COMMENT:
-        raise refuse(DecisionError(f"the reason is too long ({len(comment)} characters; at most {MAX_COMMENT})"))
+        raise refuse(DecisionError(f"the {what} is too long ({len(comment)} characters; at most {MAX_COMMENT})"))
     if req.status != PENDING:
         raise refuse(AlreadyDecided(already_decided_message(req)))
-    if action not in ("approve", "reject"):
-        raise refuse(DecisionError(f"unknown action {str(action)[:40]!r}: approve or reject"))
+    if action not in ACTIONS:
+        raise refuse(DecisionError(f"unknown action {str(action)[:40]!r}: approve, reject or request_changes"))
     if not may_decide(reviewer, req.approvers):
         raise refuse(
             NotAllowed(
@@ -120,14 +152,27 @@ def decide(
                 f"({req.dag_id}.{req.step_id}; approvers: {describe_approvers(req.approvers)})"
             )
         )
-    if action == "approve" and not req.allow_self_approval and req.triggered_by == reviewer.name:
-        raise refuse(NotAllowed(f"{reviewer.name} triggered this run and may not approve it (self-approval is off)"))
+    if action != "reject" and not req.allow_self_approval and req.triggered_by == reviewer.name:
+        verb = "approve it" if action == "approve" else "request changes on it"
+        raise refuse(NotAllowed(f"{reviewer.name} triggered this run and may not {verb} (self-approval is off)"))
     if seen_hash and seen_hash != req.output_hash:
         raise refuse(
             StaleOutput(f"the output of request {req.id} changed since you opened it: reload and review again")
         )
     if action == "reject" and not (comment or "").strip():
         raise refuse(DecisionError("a reason is required to reject"))
+    if action == "request_changes":
+        if not (comment or "").strip():
+            raise refuse(DecisionError("feedback is required to request changes: what should the next draft change?"))
+        if req.revisions_left <= 0:
+            raise refuse(
+                NoRevisionsLeft(
+                    f"no change requests left: {req.revisions_used} of {req.max_revisions} used; approve or reject"
+                )
+            )
+        if edited_output is not None:
+            raise refuse(DecisionError("an edit can only be approved"))
+        return _request_changes(store, req, reviewer, comment.strip() if comment else "", channel, refuse)
     if edited_output is not None:
         if action != "approve":
             raise refuse(DecisionError("an edit can only be approved"))
@@ -209,6 +254,118 @@ def decide(
         _note_rejection_on_run(current)
     how = "the gate task ended at once" if ended else "its trigger ends the gate task"
     return Outcome(current, True, f"request {req.id} {current.status} by {reviewer.name}; {how}", ended)
+
+
+def _request_changes(
+    store: Store,
+    req: ApprovalRequest,
+    reviewer: Reviewer,
+    feedback: str,
+    channel: str,
+    refuse: Any,
+) -> Outcome:
+    """Close the request as ``changes_requested`` and clear the gated step in its DAG run, or neither.
+
+    The step's task instances are found first (``StepRerun``): a process that cannot reach Airflow's
+    database, or a gate that is not deferred on this request, is refused before anything is written.
+    They are cleared (flushed, rows locked) and Airflow's commit is made inside the store's write
+    transaction, after the request is closed and before the store commits: if Airflow's commit fails
+    the store rolls back (refused, nothing written); if the store's commit fails after it, the step
+    re-runs without feedback and its draft reuses or supersedes the still-pending request (harmless).
+    A lost race (already decided) rolls the clearing back.
+    """
+    try:
+        rerun = StepRerun(req).__enter__()
+    except GateNotWaiting as exc:
+        raise refuse(RerunRefused(str(exc)) if exc.transient else GateGone(str(exc))) from None
+    except RerunUnavailable as exc:
+        raise refuse(RerunRefused(str(exc))) from None
+    cleared: list[str] = []
+    overdue: str | None = None
+    try:
+        cleared = rerun.clear()
+        with store.writing() as conn:
+            status = store.lock_status(conn, req.id)
+            won = False
+            if status != PENDING:
+                pass
+            elif req.overdue(utcnow()):
+                overdue = store.close_overdue(conn, req, utcnow())
+            else:
+                won = store.close_request(
+                    conn, req.id, status=CHANGES_REQUESTED, user=reviewer.name, comment=feedback, edited_output=None
+                )
+            if won:
+                store.record_audit(
+                    conn,
+                    req.id,
+                    "changes_requested",
+                    reviewer.name,
+                    {
+                        "channel": channel,
+                        "comment": feedback,
+                        "revision": req.revision,
+                        "used": req.revisions_used + 1,
+                        "max_revisions": req.max_revisions,
+                        "cleared": cleared,
+                    },
+                )
+                # Airflow's commit, before the store's: a failure here rolls the store back (RerunUnavailable).
+                rerun.commit()
+        if not won:
+            raise _NotWritten()
+    except BaseException as exc:
+        try:
+            rerun.__exit__(type(exc), exc, exc.__traceback__)  # rolls back what was not committed
+        except Exception as closing:  # Airflow's database is gone: the reason given is the first one
+            if closing is not exc:
+                log.debug("request %s: rolling the clearing back failed too: %s", req.id, closing)
+        if isinstance(exc, RerunUnavailable):  # Airflow's commit failed: the store rolled back too
+            raise refuse(RerunRefused(str(exc))) from None
+        if not isinstance(exc, _NotWritten):
+            raise
+        if overdue is not None:
+            closed = store.get(req.id)
+            if closed is not None:
+                DirectRoute.end(closed)
+            raise refuse(AlreadyDecided(f"request {req.id} {overdue}")) from None
+        current = store.get(req.id)
+        assert current is not None
+        raise refuse(AlreadyDecided(already_decided_message(current))) from None
+    # Both committed: the decision stands whatever happens from here on (never "nothing was decided").
+    try:
+        rerun.__exit__(None, None, None)
+    except Exception as exc:  # committed already; closing the session is all that failed
+        log.debug("request %s: closing Airflow's session failed after the commit: %s", req.id, exc)
+    try:
+        current = store.get(req.id)
+    except Exception as exc:  # the store was written; reading it back failed
+        log.warning("request %s: changes requested, but reading it back failed: %s", req.id, exc)
+        current = None
+    if current is None:
+        current = replace(
+            req, status=CHANGES_REQUESTED, decided_by=reviewer.name, decided_at=utcnow(), comment=feedback
+        )
+    log.info(
+        "request %s: changes requested by %s via %s; re-running %s in run %s",
+        req.id,
+        reviewer.name,
+        channel,
+        ", ".join(cleared),
+        req.run_id,
+    )
+    left = req.revisions_left - 1
+    return Outcome(
+        current,
+        True,
+        f"changes requested on request {req.id} by {reviewer.name}; step {req.step_id} runs again with the "
+        f"feedback and its new draft will be a new request ({left} change request{'s' if left != 1 else ''} left)",
+        True,
+    )
+
+
+class _NotWritten(Exception):
+    """The change request lost its race (or the deadline passed): the clearing is rolled back."""
 
 
 def _note_rejection_on_run(req: ApprovalRequest) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+MAX_REVISIONS = 20  # the most rounds of "request changes" a gate may allow
+
 
 @dataclass(frozen=True)
 class GateOptions:
@@ -28,10 +30,15 @@ class GateOptions:
     notify: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None
     poll_interval: float | None = None  # the trigger's safety poll; None: ``[hitl] poll_interval``
+    max_revisions: int = 3  # how many times a reviewer may send the draft back with feedback (0: never)
 
     def __post_init__(self) -> None:
         if not isinstance(self.min_approvals, int) or self.min_approvals < 1:
             raise ValueError(f"min_approvals must be a whole number >= 1, not {self.min_approvals!r}")
+        if not isinstance(self.max_revisions, int) or isinstance(self.max_revisions, bool):
+            raise ValueError(f"max_revisions must be a whole number from 0 to 20, not {self.max_revisions!r}")
+        if not 0 <= self.max_revisions <= MAX_REVISIONS:
+            raise ValueError(f"max_revisions must be a whole number from 0 to 20, not {self.max_revisions!r}")
         for name in ("timeout", "expire_after", "remind_after", "escalate_after"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):

@@ -1,4 +1,5 @@
-"""The Airflow plugin: the review UI (FAB view at /pluginsv2/hitl/) and its entry in Airflow's navigation."""
+"""The Airflow plugin: the review UI (FAB view at /pluginsv2/hitl/), its entry in Airflow's navigation, and the
+gate task's "Review" extra link (``hitl.native.ReviewLink``; Airflow stores its URL in XCom when the gate runs)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 from hitl.compat import check_airflow_version
+from hitl.native import ReviewLink
 
 # Refuse to load on an Airflow this plugin is not built for: Airflow lists the ImportError's message
 # as the plugin's import error instead of failing later somewhere far from the cause.
@@ -25,6 +27,7 @@ class _LazyViews:
 class HitlPlugin(AirflowPlugin):
     name = "hitl"
     appbuilder_views = _LazyViews()  # type: ignore[assignment]
+    operator_extra_links = [ReviewLink()]
     external_views = [
         {
             "name": "Approvals",

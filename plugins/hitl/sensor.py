@@ -20,6 +20,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.definitions.xcom_arg import PlainXComArg
 
 from hitl.gate import GateOptions
+from hitl.native import ReviewLink
 from hitl.outputs import detect_kind, summarize
 
 # A gate that starts while the decision store is down retries instead of failing its run:
@@ -51,6 +52,8 @@ class ApprovalSensor(BaseOperator):
 
     ui_color = "#fde68a"
     template_fields: Sequence[str] = ()
+    # The "Review" button on the gate task's page: the review page of the request it parked on (hitl.native).
+    operator_extra_links = (ReviewLink(),)
 
     def __init__(self, *, step_id: str, options: GateOptions | None = None, **kwargs: Any) -> None:
         gate_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in GateOptions.names()}
@@ -107,11 +110,15 @@ class ApprovalSensor(BaseOperator):
             return req.final_output
         if req.status != PENDING:
             return self._closed(req)
-        self._defer(req.id, req)
+        self._defer(req.id, req, context)
 
-    def _defer(self, request_id: int, req: Any) -> None:
+    def _defer(self, request_id: int, req: Any, context: Any = None) -> None:
+        from hitl.native import publish
         from hitl.store import utcnow
         from hitl.trigger import ApprovalTrigger
+
+        if context is not None:  # listed on Airflow's Required Actions while it waits (hitl.native)
+            publish(context, req)
 
         timeout = None
         bound = req.deadline()
@@ -145,13 +152,18 @@ class ApprovalSensor(BaseOperator):
         """Rejected or expired: skip (downstream does not run, the run is not failed). Timed out: fail, no retry."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from hitl.store import TIMED_OUT
+        from hitl.store import CHANGES_REQUESTED, TIMED_OUT
 
         self.log.info(
             "%s by %s at %s. Reason: %s", req.status.capitalize(), req.decided_by, req.decided_at, req.comment
         )
         if req.status == TIMED_OUT:
             raise AirflowFailException(f"approval request {req.id} {req.comment}")
+        if req.status == CHANGES_REQUESTED:  # the decider clears the step and this gate; reaching here means it did not
+            raise AirflowFailException(
+                f"changes were requested on approval request {req.id} by {req.decided_by}, but step {self.step_id} "
+                f"was not re-run: clear task {self.step_id} (with downstream) to make the next draft"
+            )
         raise AirflowSkipException(f"{req.status.capitalize()} by {req.decided_by} at {req.decided_at}: {req.comment}")
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
@@ -184,10 +196,14 @@ class ApprovalSensor(BaseOperator):
     def execute_complete(self, context: Any, event: Any = None, request_id: int | None = None) -> Any:
         """Back on a worker: the request was superseded, or the trigger ran inline (``dag.test()``).
 
-        Reads the decision from the store rather than trusting the event, so both cases end the same way.
+        Also when an answer on Airflow's Required Actions page resumed it (``hitl.native``): that answer is
+        refused, never counted. Reads the decision from the store rather than trusting the event, so every
+        case ends the same way.
         """
+        from hitl.native import native_answer
         from hitl.store import APPROVED, PENDING, get_store
 
+        answer = native_answer(event)  # an answer on Airflow's Required Actions page: refused below, never counted
         if isinstance(event, dict) and event.get("request_id"):
             request_id = int(event["request_id"])
         store = get_store()
@@ -203,4 +219,8 @@ class ApprovalSensor(BaseOperator):
             return current.final_output
         if current.status != PENDING:
             return self._closed(current)
-        self._defer(current.id, current)
+        if answer is not None:
+            from hitl.native import refuse
+
+            refuse(answer, current, self.log)  # logs the pointer and audits; _defer reopens the HITL record
+        self._defer(current.id, current, context)

@@ -12,6 +12,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -82,6 +83,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    """True when nothing listens on ``port`` on any address (Airflow's log servers bind 0.0.0.0)."""
+    if not 0 < port < 65536:
+        return False
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+# Airflow's log servers (a worker's, the triggerer's) default to 8793 and 8794 whatever the api-server's port:
+# a stack moves them with its port (8080 -> 8793/8794, 9090 -> 9803/9804), or takes free ports when those are taken.
+LOG_PORT_OFFSETS = (713, 714)
+
+
+def log_server_ports(port: int) -> tuple[int, int]:
+    worker, trigger = (port + offset for offset in LOG_PORT_OFFSETS)
+    if port_free(worker) and port_free(trigger):
+        return worker, trigger
+    return free_port(), free_port()
+
+
 @dataclass
 class AirflowStack:
     home: Path
@@ -95,6 +120,13 @@ class AirflowStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     reaper: subprocess.Popen[bytes] | None = None
+    # ``[logging] worker_log_server_port`` and ``trigger_log_server_port``; 0: moved with ``port`` (log_server_ports)
+    worker_log_port: int = 0
+    trigger_log_port: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.worker_log_port and self.trigger_log_port):
+            self.worker_log_port, self.trigger_log_port = log_server_ports(self.port)
 
     @property
     def plugins_folder(self) -> Path:
@@ -177,6 +209,8 @@ class AirflowStack:
                 "AIRFLOW__HITL__SPECS_FOLDER": str(self.specs_folder),
                 "AIRFLOW__HITL__WEB_RESEARCH_ALLOW": self.web_research_allow,
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.worker_log_port),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
                 "PYTHONPATH": "" if from_install() else str(REPO / "plugins"),
             }
         )
@@ -199,7 +233,28 @@ class AirflowStack:
         self.prepare_home()
         self.passwords()
         self.run("airflow", "db", "migrate")
+        self.write_cli_settings()
         self.run("python", "-m", "hitl", "db", "upgrade")
+
+    def write_cli_settings(self) -> None:
+        """Put the stack's real URL in its airflow.cfg (``[api] base_url``), so a CLI run from another shell with
+        only ``AIRFLOW_HOME`` set prints review links on this stack's port, not Airflow's default 8080."""
+        cfg = self.home / "airflow.cfg"
+        text = cfg.read_text() if cfg.exists() else ""
+        line = f"base_url = {self.base_url}"
+        lines = text.splitlines()
+        try:
+            start = lines.index("[api]")
+        except ValueError:
+            lines += ["", "[api]", line]
+        else:
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+            current = [i for i in range(start + 1, end) if re.match(r"base_url\s*=", lines[i])]
+            if current:
+                lines[current[0]] = line
+            else:
+                lines.insert(start + 1, line)
+        cfg.write_text("\n".join(lines) + "\n")
 
     def start(self, components: tuple[str, ...] = COMPONENTS) -> None:
         """Start components, the api-server first (tasks and the scheduler talk to it), each in its own process group.

@@ -1,7 +1,7 @@
 """A reviewer in a real browser (Debian's chromium, driven by Playwright) on a real Airflow.
 
 Logs in as alice, opens Approvals from Airflow's navigation, opens the outreach draft, edits
-the subject, presses "Edit & Send email", and sees the run continue. Screenshots go to
+the subject in place, presses "Send email", and sees the run continue. Screenshots go to
 test-artifacts/.
 """
 
@@ -73,12 +73,13 @@ def test_alice_edits_and_sends_from_the_airflow_ui(stack: AirflowStack, demo_sit
 
             row.get_by_role("link", name="draft_email").click()
             expect(inbox.locator("#approve")).to_have_text("Send email")
-            expect(inbox.locator('[data-field="subject"]')).to_have_text("A quicker checkout for Rosie's Bakery")
+            expect(inbox.locator('input[name="edit_subject"]')).to_have_value("A quicker checkout for Rosie's Bakery")
             page.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)
 
-            inbox.locator("#edit summary").click()
+            # One form: the draft is edited in place and the primary button sends what is on screen.
             inbox.locator('input[name="edit_subject"]').fill("Rosie, a faster till for Saturday mornings?")
-            inbox.locator("#edit-approve").click()
+            expect(inbox.locator("#changes")).to_contain_text("+Rosie, a faster till for Saturday mornings?")
+            inbox.locator("#approve").click()
             expect(inbox.locator("#status")).to_have_text("approved")
             expect(inbox.locator("#diff")).to_contain_text("+Rosie, a faster till for Saturday mornings?")
             page.screenshot(path=str(ARTIFACTS / "decided.png"), full_page=True)

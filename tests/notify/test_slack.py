@@ -43,9 +43,10 @@ def test_bot_with_signing_secret_posts_interactive_buttons(
     assert notify_requested(req, sqlite_store)["slack"] == "sent"
     [message] = fake_slack.posted("/api/chat.postMessage")
     assert message["channel"] == "#sales"
-    approve, reject, _review = buttons(message)
+    approve, reject, changes, _review = buttons(message)
     assert (approve["action_id"], approve["value"]) == ("hitl_approve", str(req.id))
     assert (reject["action_id"], reject["value"]) == ("hitl_reject", str(req.id))
+    assert (changes["action_id"], changes["value"]) == ("hitl_request_changes", str(req.id))  # opens a modal
     notified = [e for e in sqlite_store.history(req.id) if e.event == "notified" and e.detail["channel"] == "slack"]
     assert notified[0].detail["ts"] == "1700000000.000100"
 

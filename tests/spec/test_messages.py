@@ -242,3 +242,65 @@ def test_dates_stay_text_and_numbers_stay_numbers() -> None:
 def test_a_step_is_never_suggested_as_its_own_next(tmp_path: Path) -> None:
     text = "id: x\nsteps:\n  - id: draft\n    type: python\n    config: {callable: os.getcwd}\n    next: drafft\n"
     assert errors_of(tmp_path, text) == ["6: steps[0].next: next step 'drafft' does not exist"]
+
+
+LINE_OF_THE_MISTAKE = {
+    # libyaml notices these later than where they are: the line that holds the mistake is named
+    "quote_never_closed": (
+        'id: x\nowner: "me\nsteps:\n  - id: a\n    type: python\n',
+        "2: YAML syntax error: found unexpected end of stream (noticed at line 5); the quote opened on this line",
+    ),
+    "key_without_colon": (
+        "id: x\nsteps:\n  - id: a\n    type python\n  - id: b\n",
+        "4: YAML syntax error: could not find expected ':' (noticed at line 5); a key needs ':' and a space",
+    ),
+    "indented_too_far": (
+        "id: x\nsteps:\n  - id: a\n    type: python\n     retries: 2\n",
+        "5: YAML syntax error: mapping values are not allowed in this context; a ': ' inside a plain value",
+    ),
+    "indented_too_little": (
+        "id: x\nsteps:\n  - id: a\n    type: python\n    config:\n      callable: os.getcwd\n     retries: 2\n",
+        "7: YAML syntax error: did not find expected key (while parsing a block mapping at line 3); this line is not"
+        " indented like the keys above it",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINE_OF_THE_MISTAKE))
+def test_a_syntax_error_names_the_line_of_the_mistake_and_what_it_usually_is(name: str, tmp_path: Path) -> None:
+    text, want = LINE_OF_THE_MISTAKE[name]
+    (error,) = errors_of(tmp_path, text)
+    assert error.startswith(want), error
+
+
+def test_every_tab_indented_line_is_named_at_once(tmp_path: Path) -> None:
+    (error,) = errors_of(tmp_path, "id: x\nparams:\n\ta: 1\n\tb: 2\nsteps:\n\t- id: a\n")
+    assert error.startswith("3: YAML syntax error: found character that cannot start any token; a tab indents")
+    assert error.endswith("(tabs also indent lines 4, 6)")
+
+
+def test_a_misspelt_required_key_is_one_error_not_two(tmp_path: Path) -> None:
+    text = (
+        "id: x\n"
+        "steps:\n"
+        "  - id: a\n"
+        "    typ: python\n"  # 4: 'type' misspelt: not also "type: is required"
+        "    config: {callable: os.getcwd}\n"
+        "  - id: b\n"
+        "    type: email\n"
+        "    config: {from: a@b.example, too: c@d.example, subject: s, body: b}\n"  # 8: 'to' misspelt
+    )
+    errors = errors_of(tmp_path, text)
+    assert errors == [
+        "4: steps[0].typ: unknown key 'typ' (did you mean 'type'? it is required)",
+        "8: steps[1].config.too: unknown key 'too' (did you mean 'to'? it is required)",
+    ], errors
+
+
+def test_a_misspelt_key_next_to_a_missing_one_keeps_both(tmp_path: Path) -> None:
+    # 'subjct' is close to 'subject' (missing): folded; 'body' is missing and nothing resembles it: still reported
+    text = "id: x\nsteps:\n  - id: b\n    type: email\n    config: {from: a@b.example, to: c@d.example, subjct: s}\n"
+    errors = errors_of(tmp_path, text)
+    assert "5: steps[0].config.subjct: unknown key 'subjct' (did you mean 'subject'? it is required)" in errors
+    assert "5: steps[0].config.body: is required" in errors
+    assert not any(e.startswith("5: steps[0].config.subject:") for e in errors)

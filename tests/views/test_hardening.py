@@ -225,7 +225,8 @@ def test_bulk_back_goes_only_to_paths_on_this_site(as_user: Any, ui_store: Store
         resp = alice.post("/bulk", {"action": "approve", "ids": [str(req.id)], "back": bad}, csrf_from="/")
         assert resp.status_code == 400 and "back" in resp.get_data(as_text=True), bad
         assert ui_store.get(req.id).status == PENDING  # type: ignore[union-attr]
-    ok = alice.post("/bulk", {"action": "approve", "ids": [str(req.id)], "back": "/hitl/?tab=pending"}, csrf_from="/")
+    form = {"action": "approve", "ids": [str(req.id)], "back": "/hitl/?tab=pending", "confirmed": "1"}
+    ok = alice.post("/bulk", form, csrf_from="/")
     assert ok.status_code == 302 and ok.headers["Location"] == "/hitl/?tab=pending"
     assert ui_store.get(req.id).status == APPROVED  # type: ignore[union-attr]
 

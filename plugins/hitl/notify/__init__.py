@@ -8,12 +8,14 @@ sweep tries again (up to ``MAX_ATTEMPTS``).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from hitl.config import conf_get
-from hitl.store import ApprovalRequest, Store, get_store
+from hitl.store import ApprovalRequest, Comment, Store, get_store, utcnow
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -40,6 +42,86 @@ def notify(
 
         outcomes["slack"] = _once(store, req, "slack", occasion, lambda: post_request(req, occasion, slack))
     return outcomes
+
+
+def notify_mention(
+    req: ApprovalRequest, comment: Comment, people: Sequence[Any], *, store: Store | None = None
+) -> dict[str, dict[str, str]]:
+    """Tell the users ``@mentioned`` in ``comment`` (``Reviewer`` values): an email to each one's address, and
+    one line in the workflow's Slack channel naming them all, where configured; each once per comment.
+
+    One author notifies one user about one request at most once per ``MENTION_EVERY`` seconds (any reader may
+    comment: a thread of mentions must not become a flood); a user held back is ``"throttled"`` on every channel,
+    audited once per comment as ``mention_throttled``. Returns user -> channel -> outcome.
+    """
+    store = store or get_store()
+    slack = req.notify.get("slack") or _global_slack()
+    email = bool(req.notify.get("email", True))
+    channels = [c for c, on in (("email", email), ("slack", bool(slack))) if on]
+    outcomes: dict[str, dict[str, str]] = {}
+    told: list[Any] = []
+    held: list[str] = []
+    for person in people:
+        if channels and not _mention_allowed(store, req, comment, person.name):
+            held.append(person.name)
+            outcomes[person.name] = dict.fromkeys(channels, "throttled")
+            continue
+        told.append(person)
+        outcomes[person.name] = {}
+        if email:
+            from hitl.notify.mentions import email_mention
+
+            occasion = f"mention:{comment.id}:{person.name}"[:200]
+            outcomes[person.name]["email"] = _once(
+                store, req, "email", occasion, functools.partial(email_mention, req, comment, person)
+            )
+    if held:
+        store.audit(req.id, "mention_throttled", comment.author, comment_id=comment.id, users=held)
+    if slack and told:  # one post per comment, naming everyone it tells
+        from hitl.notify.mentions import slack_mention
+
+        posted = _once(
+            store, req, "slack", f"mention:{comment.id}", functools.partial(slack_mention, req, comment, told, slack)
+        )
+        for person in told:
+            outcomes[person.name]["slack"] = posted
+    return outcomes
+
+
+MENTION_EVERY = 600  # seconds: one author notifies one user about one request at most this often
+
+
+def _mention_allowed(store: Store, req: ApprovalRequest, comment: Comment, user: str) -> bool:
+    """Whether ``comment`` may notify ``user``: claims the (request, author, user) slot of this window.
+
+    A slot is a side-effect record per ``MENTION_EVERY`` window holding when and for which comment it was taken;
+    the window before is checked too, so two notifications are always ``MENTION_EVERY`` apart. A retry for the
+    comment that took the slot is allowed (its channels are sent once each anyway).
+    """
+    from datetime import datetime
+
+    now = utcnow()
+    window = int(now.timestamp() // MENTION_EVERY)
+    base = "mention-slot:" + hashlib.sha256(f"{req.id}\0{comment.author}\0{user}".encode()).hexdigest()
+    for key in (f"{base}:{window}", f"{base}:{window - 1}"):
+        taken = store.side_effect(key)
+        if taken is None:
+            continue
+        detail = taken[1]
+        if detail.get("comment_id") == comment.id:
+            return True
+        try:
+            at = datetime.fromisoformat(str(detail.get("at")))
+        except ValueError:  # being claimed right now by another comment
+            return False
+        if (now - at).total_seconds() < MENTION_EVERY:
+            return False
+    key = f"{base}:{window}"
+    if not store.claim_side_effect(key, "mention"):
+        taken = store.side_effect(key)
+        return taken is not None and taken[1].get("comment_id") == comment.id
+    store.finish_side_effect(key, {"at": now.isoformat(), "comment_id": comment.id})
+    return True
 
 
 def _global_slack() -> dict[str, str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from email.utils import make_msgid
 from typing import Any
 
 from hitl.config import conf_get
@@ -54,5 +55,7 @@ def send_email(req: ApprovalRequest, occasion: str, approvers: Sequence[dict[str
             subject=_subject(req, occasion),
             html_content=body,
             from_email=sender,
+            # The provider writes Date; a Message-ID of our own lets a mailbox (or the demo's .eml sink) thread it.
+            custom_headers={"Message-ID": make_msgid(domain="hitl.local")},
         )
     return {"to": to}

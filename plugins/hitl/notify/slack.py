@@ -24,7 +24,7 @@ from hitl.store import ApprovalRequest
 from hitl.views.limits import MAX_COMMENT_CHARS, BadInput, check_text, loads_json, open_store, parse_id
 
 log = logging.getLogger(__name__)
-APPROVE, REJECT = "hitl_approve", "hitl_reject"
+APPROVE, REJECT, CHANGES = "hitl_approve", "hitl_reject", "hitl_request_changes"
 MAX_AGE_SECONDS = 300  # Slack's own guidance for replayed requests
 SECTION_CHARS = 3000  # Slack's limit on a section's text
 BUTTON_CHARS = 75  # ... and on a button's label
@@ -73,6 +73,8 @@ def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[
 
     if interactive:  # Slack calls our action endpoint
         buttons = [button(APPROVE, req.approve_label, style="primary"), button(REJECT, "Reject", style="danger")]
+        if req.revisions_left > 0:  # asks for feedback in a modal, like Reject
+            buttons.append(button(CHANGES, "Request changes"))
     else:  # signed links to the review page
         buttons = [
             button("hitl_approve_link", req.approve_label, style="primary", url=approve),
@@ -159,6 +161,7 @@ def slack_user_email(user_id: str) -> str | None:
 
 
 REASON_BLOCK = "hitl_reason"
+FEEDBACK_BLOCK = "hitl_feedback"
 
 
 def _slack_client() -> Any:
@@ -246,8 +249,8 @@ def handle_action(body: bytes | str, form: Any, headers: Any, now: float | None 
     """Verify, then act. Returns the JSON answer for Slack, or None for an empty 200.
 
     Approve decides at once. Reject opens a modal asking why (a reason is required, as on
-    the review page); its submission decides. Raises ``SlackRefusal`` (401 unsigned, 400
-    malformed) before anything is decided.
+    the review page), Request changes one asking for feedback (required); their submission
+    decides. Raises ``SlackRefusal`` (401 unsigned, 400 malformed) before anything is decided.
     """
     from hitl.decisions import DecisionError
 
@@ -255,6 +258,8 @@ def handle_action(body: bytes | str, form: Any, headers: Any, now: float | None 
     payload = _payload(form)
     kind = _string(payload, "type", "type")
     if kind == "view_submission":
+        if _object(payload, "view", "view").get("callback_id") == CHANGES:
+            return _submit_changes(payload)
         return _submit_reject(payload)
     if kind != "block_actions":
         return None  # nothing of ours
@@ -265,19 +270,21 @@ def handle_action(body: bytes | str, form: Any, headers: Any, now: float | None 
     action_id = action.get("action_id")
     if not isinstance(action_id, str):
         raise MalformedPayload("action_id is missing or not a string")
-    if action_id not in (APPROVE, REJECT):
+    if action_id not in (APPROVE, REJECT, CHANGES):
         return None  # the link buttons report their clicks too
     request_id = _request_id(action.get("value"))
     slack_user = _string(_object(payload, "user", "user"), "id", "user.id", max_chars=64)
     response_url = _response_url(payload.get("response_url"))
-    if action_id == REJECT:
+    if action_id in (REJECT, CHANGES):
         trigger_id = _string(payload, "trigger_id", "trigger_id", max_chars=256)
         _reviewer(slack_user)  # type: ignore[arg-type]  # now, so an unlinked account hears why before typing
+        modal = (_reject_modal if action_id == REJECT else _changes_modal)(request_id, response_url)
+        what = "reject" if action_id == REJECT else "request-changes"
         try:
-            _slack_client().views_open(trigger_id=trigger_id, view=_reject_modal(request_id, response_url))
+            _slack_client().views_open(trigger_id=trigger_id, view=modal)
         except Exception as exc:
-            log.warning("hitl: could not open the reject dialog: %s", exc)
-            return _ephemeral("Could not open the reject dialog; reject on the review page instead.")
+            log.warning("hitl: could not open the %s dialog: %s", what, exc)
+            return _ephemeral(f"Could not open the {what} dialog; use the review page instead.")
         return None
     reviewer = _reviewer(slack_user)  # type: ignore[arg-type]
     try:
@@ -308,6 +315,57 @@ def _reject_modal(request_id: int, response_url: str | None) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _changes_modal(request_id: int, response_url: str | None) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": CHANGES,
+        "private_metadata": json.dumps({"request_id": request_id, "response_url": response_url}),
+        "title": {"type": "plain_text", "text": "Request changes"},
+        "submit": {"type": "plain_text", "text": "Request changes"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": FEEDBACK_BLOCK,
+                "label": {"type": "plain_text", "text": "What should the next draft change? (required)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "feedback",
+                    "multiline": True,
+                    "max_length": MAX_COMMENT_CHARS,
+                },
+            }
+        ],
+    }
+
+
+def _submit_changes(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The request-changes modal's submission: decide (the step runs again), or show why it was refused."""
+    from hitl.decisions import DecisionError
+
+    view = _object(payload, "view", "view")
+    slack_user = _string(_object(payload, "user", "user"), "id", "user.id", max_chars=64)
+    meta_text = _string(view, "private_metadata", "view.private_metadata")
+    try:
+        meta = loads_json(meta_text or "", what="private_metadata")
+    except BadInput as exc:
+        raise MalformedPayload(str(exc)) from exc
+    if not isinstance(meta, dict):
+        raise MalformedPayload("private_metadata is not a JSON object")
+    request_id = _request_id(meta.get("request_id"))
+    response_url = _response_url(meta.get("response_url"))
+    values = _object(_object(view, "state", "view.state"), "values", "view.state.values")
+    field = _object(_object(values, FEEDBACK_BLOCK, "the feedback block"), "feedback", "the feedback field")
+    try:
+        feedback = check_text(field.get("value"), "feedback") or ""
+    except BadInput as exc:
+        return {"response_action": "errors", "errors": {FEEDBACK_BLOCK: str(exc)}}
+    try:
+        _decide(request_id, _reviewer(slack_user), "request_changes", feedback.strip(), response_url)  # type: ignore[arg-type]
+    except (DecisionError, SlackRefusal) as exc:
+        return {"response_action": "errors", "errors": {FEEDBACK_BLOCK: str(exc)}}
+    return {"response_action": "clear"}
 
 
 def _submit_reject(payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -118,6 +118,7 @@ class GateSpec:
     escalate_after: int | None = None
     escalate_to: list[dict[str, str]] = field(default_factory=list)
     expire_after: int | None = None
+    max_revisions: int = 3
 
 
 @dataclass
@@ -296,6 +297,9 @@ def _message(err: Any, model: type[BaseModel], data: Any, step_type: str | None)
     return loc, f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_describe(value)}"
 
 
+_MEANT = re.compile(r"\(did you mean '([^']+)'\?")
+
+
 class _Checker:
     """Collects a file's errors: the first MAX_ERRORS in full, the rest only counted (a file of
     50,000 mistakes must not cost 50,000 suggestions)."""
@@ -324,11 +328,26 @@ class _Checker:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            for err in exc.errors():
+            errors = exc.errors()
+            budget = max(MAX_ERRORS - len(self.errors), 0)  # no suggestions computed past the cap: only counted
+            self.more += max(len(errors) - budget, 0)
+            errors = errors[:budget]
+            found = [_message(err, model, data, step_type) for err in errors]
+            # A misspelt required key is one mistake, not two: "unknown key 'too' (did you mean 'to'?)" says it,
+            # and the "to: is required" it causes is folded into that line.
+            missing = {loc for (loc, _), err in zip(found, errors, strict=True) if err["type"] == "missing"}
+            folded: set[KeyPath] = set()
+            for i, (loc, msg) in enumerate(found):
+                meant = _MEANT.search(msg)
+                if meant and (*loc[:-1], meant.group(1)) in missing:
+                    folded.add((*loc[:-1], meant.group(1)))
+                    found[i] = (loc, msg[: meant.end()] + " it is required)" + msg[meant.end() + 1 :])
+            for loc, msg in found:
+                if loc in folded:
+                    continue
                 if self.full:
                     self.more += 1
                     continue
-                loc, msg = _message(err, model, data, step_type)
                 self.error((*prefix, *loc), msg)
             return None
 
@@ -528,6 +547,7 @@ def _gate(check: _Checker, cond: Conditions, i: int) -> GateSpec | None:
         escalate_after=durations["escalateAfter"],
         escalate_to=[a.as_dict() for a in cond.escalateTo],
         expire_after=durations["expireAfter"],
+        max_revisions=cond.maxRevisions,
     )
 
 

@@ -247,14 +247,46 @@ def _syntax_problem(exc: yaml.YAMLError, text: str, limits: Limits) -> Problem:
     if "maximum nesting depth" in problem:  # libyaml's own (higher) limit, met while scanning ahead
         return Problem(line, (), f"nested deeper than {limits.max_depth} levels")
     message = f"YAML syntax error: {problem}"
-    context = getattr(exc, "context", None)
+    context = getattr(exc, "context", None) or ""
     context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None and context_mark.line + 1 < line:
-        message += f" ({context} at line {context_mark.line + 1})"
+    context_line = max(1, min(context_mark.line + 1, len(lines))) if context_mark is not None else None
+    # Where libyaml notices a mistake is not always where it is: a key without its ':' is noticed on the
+    # next line, a quote left open at the end of the file. Then the line that holds the mistake is named.
+    hint = _SYNTAX_HINTS.get(problem, "")
+    if (
+        context_line is not None
+        and context_line < line
+        and (
+            problem.startswith("could not find expected ':'")
+            or (context.startswith("while scanning a quoted scalar") and "end of stream" in problem)
+        )
+    ):
+        message += f" (noticed at line {line})"
+        line = context_line
+        hint = "the quote opened on this line is never closed" if "quoted" in context else hint
+    elif context and context_line is not None and context_line < line:
+        message += f" ({context} at line {context_line})"
     source = lines[line - 1]
     if "\t" in source[: len(source) - len(source.lstrip())] or "'\\t'" in problem:
         message += "; a tab indents this line, and YAML indents with spaces only"
+        others = [str(n) for n, text in enumerate(lines, 1) if n != line and text[:1] == "\t"]
+        if others:  # every tab-indented line at once, not one per run
+            more = f" and {len(others) - 10} more" if len(others) > 10 else ""
+            message += f" (tabs also indent line{'s' if len(others) > 1 else ''} {', '.join(others[:10])}{more})"
+    elif hint:
+        message += f"; {hint}"
     return Problem(line, (), message)
+
+
+# What a beginner's mistake behind libyaml's words usually is.
+_SYNTAX_HINTS = {
+    "mapping values are not allowed in this context": (
+        "a ': ' inside a plain value (put the value in quotes), or a line indented deeper than its neighbours"
+    ),
+    "did not find expected key": "this line is not indented like the keys above it",
+    "could not find expected ':'": "a key needs ':' and a space before its value (key: value)",
+    "did not find expected '-' indicator": "a list item needs '- ' at the list's indentation",
+}
 
 
 def _short_tag(tag: str) -> str:

@@ -101,6 +101,9 @@ class Conditions(Strict):
     escalateTo: list[Approver] = Field(default_factory=list)
     expireAfter: str | None = None
     onExpire: Literal["reject"] = "reject"
+    maxRevisions: int = Field(
+        default=3, ge=0, le=20, description="how many times a reviewer may request changes (0: never)"
+    )
 
     @field_validator("timeout", "remindAfter", "escalateAfter", "expireAfter")
     @classmethod

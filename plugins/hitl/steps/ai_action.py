@@ -4,6 +4,10 @@ Backends: ``template`` (offline: the config's Jinja templates, already rendered 
 earlier steps' outputs; no model, no network) and ``gemini`` (Google Gemini through the
 google provider's GenAI hook and a Google Cloud connection).
 Output: {from, to, subject, body} for ``output: email``; {text} for ``output: text``.
+
+After a reviewer requests changes the step runs again with their feedback: the ``template``
+backend's templates use ``{{ review.feedback }}`` (and ``review.round``, ``review.rounds``) like any
+other variable; ``gemini`` adds the feedback and the draft it answers to the prompt by itself.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ def _template(config: dict[str, Any]) -> dict[str, Any]:
     return {"text": config["text"]}
 
 
-def _gemini(config: dict[str, Any]) -> dict[str, Any]:
+def _gemini(config: dict[str, Any], review: dict[str, Any] | None = None) -> dict[str, Any]:
     from airflow.providers.google.cloud.hooks.gen_ai import GenAIGenerativeModelHook
 
+    from hitl.rounds import feedback_prompt
+
     hook = GenAIGenerativeModelHook(gcp_conn_id=config.get("connId", "google_cloud_default"))
-    prompt = config["prompt"]
+    prompt = config["prompt"] + feedback_prompt(review or {})
     if config.get("output") == "email":
         prompt = f"{prompt}\n\n{EMAIL_INSTRUCTIONS}"
     kwargs: dict[str, Any] = {
@@ -52,4 +58,5 @@ def _gemini(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(config: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    return _gemini(config) if config.get("backend") == "gemini" else _template(config)
+    review = context.get("review") if isinstance(context, dict) else None
+    return _gemini(config, review) if config.get("backend") == "gemini" else _template(config)

@@ -12,7 +12,7 @@ import html
 import logging
 import re
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, make_msgid
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def build_message(config: dict[str, Any]) -> EmailMessage:
         if config.get(field) not in (None, "", []):
             msg[header] = parse_addresses(field, config[field])
     msg["Subject"] = config["subject"]
+    msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = make_msgid(domain="hitl.local")
     msg.set_content(config["body"])
     return msg
@@ -138,6 +139,8 @@ def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
         "message_id": msg["Message-ID"],
         "to": config["to"],
         "subject": config["subject"],
+        # what went out, as the review page shows it after the decision (Bcc is not a header anyone received)
+        "headers": {name: str(value) for name, value in msg.items() if name.lower() != "bcc"},
         **extra,
     }
     store.finish_side_effect(key, detail)

@@ -18,6 +18,8 @@ class StepOperator(BaseOperator):
     read from the decision store (the approved, possibly edited version), never from the gate's
     XCom; ``gates`` lists the gates this step comes right after, each of which must have a
     recorded approval for the output it reviewed, or the step fails without acting (hitl.guard).
+    ``review_gate``: the gate that reviews this step's own output; its config is rendered with
+    ``review`` (the feedback of earlier rounds, ``hitl.rounds``), so a draft sent back is redone with it.
     """
 
     template_fields: Sequence[str] = ()  # rendered in execute(), with ``steps`` in the context
@@ -29,9 +31,11 @@ class StepOperator(BaseOperator):
         config: dict[str, Any],
         sources: dict[str, str] | None = None,
         gates: list[str] | None = None,
+        review_gate: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.review_gate = review_gate
         self.step_type = step_type
         self.config = config
         self.sources = dict(sources or {})
@@ -46,9 +50,21 @@ class StepOperator(BaseOperator):
             step_id: {"output": approved[task_id] if task_id in approved else ti.xcom_pull(task_ids=task_id)}
             for step_id, task_id in self.sources.items()
         }
-        rendered = self.render_template(self.config, {**context, "steps": steps})  # type: ignore[typeddict-unknown-key]
+        review = self._review(ti)
+        if review["rounds"]:
+            self.log.info("Draft %s of %s, after this feedback: %s", review["round"], self.task_id, review["feedback"])
+        rendered = self.render_template(self.config, {**context, "steps": steps, "review": review})  # type: ignore[typeddict-unknown-key]
         self.log.info("Running %s step %s", self.step_type, self.task_id)
-        return step_module(self.step_type).run(rendered, context)
+        return step_module(self.step_type).run(rendered, {**context, "review": review})
+
+    def _review(self, ti: Any) -> dict[str, Any]:
+        """``review`` for the config: the feedback of earlier rounds of this step's gate (none when ungated)."""
+        from hitl.rounds import FIRST_ROUND, review_of
+
+        if not self.review_gate:
+            return {**FIRST_ROUND, "rounds": []}
+        map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else -1
+        return review_of(ti.dag_id, ti.run_id, self.review_gate, map_index)
 
     def _approved_outputs(self, ti: Any) -> dict[str, Any]:
         """Gate task id -> approved output, for every gate this step comes after or reads from."""

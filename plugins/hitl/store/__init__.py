@@ -11,6 +11,7 @@ from functools import cache
 
 from hitl.store.model import (
     APPROVED,
+    CHANGES_REQUESTED,
     DECIDED,
     EXPIRY_ACTOR,
     PENDING,
@@ -20,6 +21,7 @@ from hitl.store.model import (
     TIMEOUT_ACTOR,
     ApprovalRequest,
     AuditEvent,
+    Comment,
     GateRequest,
     RequestQuery,
     approver_rows,
@@ -31,6 +33,7 @@ from hitl.store.repository import NOTIFY_CHANNEL, Store
 
 __all__ = [
     "APPROVED",
+    "CHANGES_REQUESTED",
     "DECIDED",
     "EXPIRY_ACTOR",
     "NOTIFY_CHANNEL",
@@ -41,6 +44,7 @@ __all__ = [
     "TIMEOUT_ACTOR",
     "ApprovalRequest",
     "AuditEvent",
+    "Comment",
     "GateRequest",
     "RequestQuery",
     "Store",

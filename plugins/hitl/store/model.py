@@ -19,7 +19,11 @@ from hitl.store.schema import approval_request, request_approver
 
 PENDING, APPROVED, REJECTED, SUPERSEDED = "pending", "approved", "rejected", "superseded"
 TIMED_OUT = "timed_out"  # the gate task's timeout passed: closed, never approved; clearing the gate asks again
-DECIDED = (APPROVED, REJECTED, TIMED_OUT)
+# A reviewer sent the draft back with feedback: closed, never approved; the gated step runs again in the same
+# DAG run and its new draft becomes the gate's next request (``revision`` + 1, ``previous_request_id``).
+CHANGES_REQUESTED = "changes_requested"
+DECIDED = (APPROVED, REJECTED, TIMED_OUT, CHANGES_REQUESTED)
+NOT_DECIDED = (PENDING, SUPERSEDED)  # every status is in exactly one of DECIDED and NOT_DECIDED
 EXPIRY_ACTOR = "hitl:expiry"
 TIMEOUT_ACTOR = "hitl:timeout"
 NOTIFY_CHANNEL = "hitl_decision"
@@ -85,6 +89,7 @@ class GateRequest:
             "escalate_to": canonical_json(o.escalate_to),
             "expire_after": o.expire_after,
             "timeout": o.timeout,
+            "max_revisions": o.max_revisions,
         }
 
 
@@ -123,6 +128,18 @@ class ApprovalRequest:
     reminded_at: datetime | None = None
     escalated_at: datetime | None = None
     timeout: int | None = None
+    revision: int = 1  # the draft's number: 1, then one more after each "request changes"
+    previous_request_id: int | None = None  # the request whose feedback this draft answers
+    max_revisions: int = 3  # how many times changes may be requested on this gate in one run
+
+    @property
+    def revisions_used(self) -> int:
+        """Change requests already made on this gate in this run (before this draft)."""
+        return self.revision - 1
+
+    @property
+    def revisions_left(self) -> int:
+        return max(0, self.max_revisions - self.revisions_used)
 
     def deadline(self) -> tuple[datetime, str] | None:
         """The first time bound that closes this request unanswered, and what it does: "expire" or "timeout"."""
@@ -183,6 +200,9 @@ class ApprovalRequest:
             reminded_at=_aware(m["reminded_at"]),
             escalated_at=_aware(m["escalated_at"]),
             timeout=m.get("timeout"),
+            revision=m.get("revision") or 1,
+            previous_request_id=m.get("previous_request_id"),
+            max_revisions=m["max_revisions"] if m.get("max_revisions") is not None else 3,
         )
 
 
@@ -200,7 +220,9 @@ class RequestQuery:
         c = approval_request.c
         where: list[Any] = []
         if self.status == "decided":
-            where.append(c.status.in_(DECIDED))
+            # Said as "not pending or superseded" (the same set): an IN list of statuses keeps the databases from
+            # walking the created_at index in order, and a deep history page then sorts every decided request.
+            where.append(c.status.not_in(NOT_DECIDED))
         elif self.status != "all":
             where.append(c.status == self.status)
         if self.dag_id:
@@ -209,10 +231,25 @@ class RequestQuery:
             like = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(or_(*(col.like(like, escape="\\") for col in (c.dag_id, c.run_id, c.step_id))))
         if self.decidable_by is not None:
-            where.append(c.id.in_(_decidable_ids(self.decidable_by)))
+            where.append(_decidable(self.decidable_by))
         if self.older_than is not None:
             where.append(c.created_at < self.older_than)
         return where
+
+
+@dataclass(frozen=True)
+class Comment:
+    """One comment on a request: never a decision."""
+
+    id: int
+    request_id: int
+    author: str
+    body: str
+    mentions: list[str]
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)
@@ -235,16 +272,23 @@ def approver_rows(approvers: list[dict[str, str]]) -> list[tuple[str, str]]:
     return sorted(rows) or [("role", "admin")]
 
 
-def _decidable_ids(reviewer: Reviewer) -> Any:
-    """Request ids this reviewer is listed for (by name, email or role): the same rule as ``may_decide``."""
-    matches = [and_(request_approver.c.kind == "userId", request_approver.c.value == reviewer.name)]
-    if reviewer.email:
-        matches.append(and_(request_approver.c.kind == "email", request_approver.c.value == reviewer.email.lower()))
-    if reviewer.roles:
-        matches.append(and_(request_approver.c.kind == "role", request_approver.c.value.in_(sorted(reviewer.roles))))
+def _decidable(reviewer: Reviewer) -> Any:
+    """The request lists this reviewer (by name, email or role): the same rule as ``may_decide``.
+
+    One primary-key probe of ``hitl_request_approver`` per candidate request (a correlated subquery with
+    LIMIT 1, which PostgreSQL keeps as a per-row probe): the pending requests are few, while the approver
+    rows of one user cover their whole history (a join would read them all for the badge's count).
+    """
     if not reviewer.can_decide_anything:
-        return select(request_approver.c.request_id).where(false())
-    return select(request_approver.c.request_id).where(or_(*matches))
+        return false()
+    a = request_approver.c
+    matches = [and_(a.kind == "userId", a.value == reviewer.name)]
+    if reviewer.email:
+        matches.append(and_(a.kind == "email", a.value == reviewer.email.lower()))
+    if reviewer.roles:
+        matches.append(and_(a.kind == "role", a.value.in_(sorted(reviewer.roles))))
+    probe = select(a.request_id).where(a.request_id == approval_request.c.id, or_(*matches)).limit(1)
+    return probe.scalar_subquery().is_not(None)
 
 
 def human_duration(seconds: int) -> str:

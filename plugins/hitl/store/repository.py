@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hitl.store.engine import make_engines
 from hitl.store.model import (
+    CHANGES_REQUESTED,
     EXPIRY_ACTOR,
     PENDING,
     REJECTED,
@@ -26,6 +27,7 @@ from hitl.store.model import (
     TIMEOUT_ACTOR,
     ApprovalRequest,
     AuditEvent,
+    Comment,
     GateRequest,
     RequestQuery,
     _aware,
@@ -35,7 +37,7 @@ from hitl.store.model import (
     human_duration,
     utcnow,
 )
-from hitl.store.schema import approval_request, approval_vote, audit_event, request_approver, side_effect
+from hitl.store.schema import approval_request, approval_vote, audit_event, comment, request_approver, side_effect
 
 NOTIFY_CHANNEL = "hitl_decision"
 
@@ -71,7 +73,10 @@ class Store:
 
         The same output for the same gate instance reuses the latest request (a retry, or a
         triggerer that lost its trigger, finds the decision already made); a changed output
-        supersedes a pending request so nobody approves stale content.
+        supersedes a pending request so nobody approves stale content. After "request changes"
+        the step's next draft is the gate's next round: a new request, ``revision`` + 1, linked to
+        the one whose feedback it answers (even when the draft came out the same). A superseding
+        request keeps its round.
         """
         digest = content_hash(gate.output)
         now = utcnow()
@@ -79,18 +84,40 @@ class Store:
             latest = conn.execute(
                 self._current_query(gate.dag_id, gate.run_id, gate.gate_task_id, gate.map_index)
             ).first()
-            if latest is not None and latest.output_hash == digest and latest.status != TIMED_OUT:
+            asks_again = latest is not None and latest.status in (TIMED_OUT, CHANGES_REQUESTED)
+            if latest is not None and latest.output_hash == digest and not asks_again:
                 return ApprovalRequest.from_row(latest), False
+            revision, previous = 1, None
+            if latest is not None and latest.status == CHANGES_REQUESTED:
+                revision, previous = (latest.revision or 1) + 1, latest.id
+            elif latest is not None:  # the same round, asked again
+                revision, previous = latest.revision or 1, latest.previous_request_id
             new_id = conn.execute(
                 insert(approval_request).values(
-                    **gate.columns(), output_hash=digest, status=PENDING, created_at=now, reminders=0
+                    **gate.columns(),
+                    output_hash=digest,
+                    status=PENDING,
+                    created_at=now,
+                    reminders=0,
+                    revision=revision,
+                    previous_request_id=previous,
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             conn.execute(
                 insert(request_approver),
                 [{"request_id": new_id, "kind": k, "value": v} for k, v in approver_rows(gate.options.approvers)],
             )
-            self.record_audit(conn, new_id, "requested", None, {"try_number": gate.try_number, "hash": digest})
+            self.record_audit(
+                conn,
+                new_id,
+                "requested",
+                None,
+                {
+                    "try_number": gate.try_number,
+                    "hash": digest,
+                    **({"revision": revision, "previous_request_id": previous} if previous is not None else {}),
+                },
+            )
             if latest is not None and latest.status == PENDING:
                 conn.execute(
                     update(approval_request)
@@ -125,6 +152,23 @@ class Store:
             row = conn.execute(self._current_query(dag_id, run_id, gate_task_id, map_index)).first()
         return ApprovalRequest.from_row(row) if row else None
 
+    def rounds(self, dag_id: str, run_id: str, gate_task_id: str, map_index: int = -1) -> list[ApprovalRequest]:
+        """The gate instance's requests sent back with feedback ("changes requested"), oldest first."""
+        t = approval_request.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(approval_request)
+                .where(
+                    t.dag_id == dag_id,
+                    t.run_id == run_id,
+                    t.gate_task_id == gate_task_id,
+                    t.map_index == map_index,
+                    t.status == CHANGES_REQUESTED,
+                )
+                .order_by(t.id)
+            ).all()
+        return [ApprovalRequest.from_row(r) for r in rows]
+
     def get(self, request_id: int) -> ApprovalRequest | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(approval_request).where(approval_request.c.id == request_id)).first()
@@ -133,14 +177,22 @@ class Store:
     def list_requests(
         self, query: RequestQuery | None = None, *, limit: int = 50, offset: int = 0
     ) -> list[ApprovalRequest]:
-        """Newest first; the default query is every pending request."""
-        select_rows = (
-            select(approval_request)
+        """Newest first; the default query is every pending request.
+
+        The page's ids first, then their rows: the ids come from an index alone (the rows skipped by a
+        deep page's offset are never read), and only the page's rows are fetched.
+        """
+        t = approval_request.c
+        newest_first = (t.created_at.desc(), t.id.desc())
+        page = (
+            select(t.id)
             .where(*(query or RequestQuery()).conditions())
-            .order_by(approval_request.c.created_at.desc(), approval_request.c.id.desc())
+            .order_by(*newest_first)
             .limit(limit)
             .offset(offset)
+            .subquery()
         )
+        select_rows = select(approval_request).join(page, page.c.id == t.id).order_by(*newest_first)
         with self.engine.connect() as conn:
             return [ApprovalRequest.from_row(r) for r in conn.execute(select_rows)]
 
@@ -150,10 +202,13 @@ class Store:
             return int(conn.execute(count_rows).scalar_one())
 
     def dag_ids(self) -> list[str]:
+        """The workflows with requests, in order: one index seek per workflow (not a scan of every request)."""
+        t = approval_request.c
+        found = select(func.min(t.dag_id).label("dag_id")).cte("dag_ids", recursive=True)
+        after = select(func.min(t.dag_id)).where(t.dag_id > found.c.dag_id).scalar_subquery()
+        found = found.union_all(select(after).where(found.c.dag_id.is_not(None)))
         with self.engine.connect() as conn:
-            return list(
-                conn.execute(select(approval_request.c.dag_id).distinct().order_by(approval_request.c.dag_id)).scalars()
-            )
+            return list(conn.execute(select(found.c.dag_id).where(found.c.dag_id.is_not(None))).scalars())
 
     # -- votes and decisions ----------------------------------------------------------
     def lock_status(self, conn: Connection, request_id: int) -> str | None:
@@ -338,6 +393,39 @@ class Store:
             ).all()
         return [
             AuditEvent(r.id, r.request_id, r.event, r.actor, _aware(r.at), json.loads(r.detail))  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    # -- comments ---------------------------------------------------------------------
+    def add_comment(
+        self, request_id: int, author: str, body: str, mentions: list[str], *, max_per_request: int, channel: str
+    ) -> Comment | None:
+        """Append a comment (audited); None when the request already holds ``max_per_request`` comments."""
+        now = utcnow()
+        with self.writing() as conn:
+            self.lock_status(conn, request_id)  # one writer at a time per request: the bound holds under races
+            count = conn.execute(
+                select(func.count()).select_from(comment).where(comment.c.request_id == request_id)
+            ).scalar_one()
+            if count >= max_per_request:
+                return None
+            new_id = conn.execute(
+                insert(comment).values(
+                    request_id=request_id, author=author, body=body, mentions=canonical_json(mentions), created_at=now
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            self.record_audit(
+                conn, request_id, "commented", author, {"comment_id": new_id, "mentions": mentions, "channel": channel}
+            )
+        return Comment(int(new_id), request_id, author, body, list(mentions), now)
+
+    def comments(self, request_id: int, *, limit: int = 500) -> list[Comment]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(comment).where(comment.c.request_id == request_id).order_by(comment.c.id).limit(limit)
+            ).all()
+        return [
+            Comment(r.id, r.request_id, r.author, r.body, json.loads(r.mentions or "[]"), _aware(r.created_at))  # type: ignore[arg-type]
             for r in rows
         ]
 

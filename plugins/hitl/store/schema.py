@@ -37,7 +37,7 @@ approval_request = Table(
     Column("min_approvals", Integer, nullable=False, default=1),
     Column("allow_self_approval", Boolean, nullable=False, default=True),
     Column("triggered_by", String(250)),
-    Column("status", String(16), nullable=False, default="pending"),
+    Column("status", String(32), nullable=False, default="pending"),  # 0006: 32 ("changes_requested")
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True)),
     Column("decided_by", String(250)),
@@ -59,8 +59,15 @@ approval_request = Table(
     Index("ix_hitl_request_status_created", "status", "created_at"),
     Index("ix_hitl_request_dag_status_created", "dag_id", "status", "created_at"),
     Index("ix_hitl_request_gate", "dag_id", "run_id", "gate_task_id", "map_index"),
+    # 0006: rounds of "request changes": the draft's number (1 = the first), the request it answers, the bound
+    Column("revision", Integer, nullable=False, default=1),
+    Column("previous_request_id", Integer),
+    Column("max_revisions", Integer, nullable=False, default=3),
     # 0005: the watcher's cursor
     Index("ix_hitl_request_decided", "decided_at"),
+    # 0007: the inbox at scale: a page's ids from the index alone (history, deep pages, workflow filter, search)
+    Index("ix_hitl_request_created", "created_at", "id", "status", "dag_id", "run_id", "step_id"),
+    Index("ix_hitl_request_dag_created", "dag_id", "created_at", "id", "status"),
 )
 
 approval_vote = Table(
@@ -95,6 +102,19 @@ request_approver = Table(
     Column("kind", String(16), primary_key=True),
     Column("value", String(250), primary_key=True),
     Index("ix_hitl_request_approver_lookup", "kind", "value", "request_id"),
+)
+
+# 0006: the discussion of a request. Comments never decide; ``mentions`` is the JSON list of users notified.
+comment = Table(
+    "hitl_comment",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", Integer, ForeignKey("hitl_approval_request.id"), nullable=False),
+    Column("author", String(250), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("mentions", Text, nullable=False, default="[]"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_hitl_comment_request", "request_id", "id"),
 )
 
 # Side effects that must happen at most once (an email sent by a retried task).

@@ -1,5 +1,8 @@
 """The JSON API for scripts and other tools (Bearer token from ``POST /auth/token``).
 
+Decisions: ``{"action": "approve" | "reject" | "request_changes", ...}``; comments: ``GET`` and
+``POST /api/requests/<id>/comments`` (``{"body": "..."}``; ``@user`` notifies; comments never decide).
+
 Every answer is JSON, errors included: ``{"detail": "<one line>", "code": "<word>"}`` with
 400 / 401 / 403 / 404 / 405 / 409 / 413 / 500 / 503.
 """
@@ -14,7 +17,7 @@ from flask_appbuilder import expose
 from hitl.decisions import DecisionError, InvalidEdit, decide
 from hitl.identity import Reviewer
 from hitl.store import PENDING, RequestQuery
-from hitl.views.common import decision_status, error_response, signed_in
+from hitl.views.common import decision_headers, decision_status, error_response, signed_in
 from hitl.views.limits import (
     MAX_OFFSET,
     BadInput,
@@ -30,25 +33,32 @@ from hitl.views.limits import (
 
 PAGE_SIZE = 50
 MAX_LIMIT = 500
-ACTIONS = ("approve", "reject")
+ACTIONS = ("approve", "reject", "request_changes")
+WHICH = '"approve", "reject" or "request_changes"'
+
+
+def _json_object(what: str) -> dict[str, Any]:
+    if not request.is_json:
+        raise BadInput(f"send JSON (Content-Type: application/json) with {what}")
+    body = loads_json(request.get_data(cache=True), what="the request body")
+    if not isinstance(body, dict):
+        raise BadInput(f"send a JSON object with {what}")
+    return body
 
 
 def _decision_body() -> dict[str, Any]:
-    """The checked body of a decision: action, comment, edited_output, seen_hash."""
-    if not request.is_json:
-        raise BadInput('send JSON (Content-Type: application/json) with "action": "approve" or "reject"')
-    body = loads_json(request.get_data(cache=True), what="the request body")
-    if not isinstance(body, dict):
-        raise BadInput('send a JSON object with "action": "approve" or "reject"')
+    """The checked body of a decision: action, comment (reason or feedback), edited_output, seen_hash."""
+    body = _json_object(f'"action": {WHICH}')
     action = body.get("action")
     if not isinstance(action, str) or action not in ACTIONS:
-        raise BadInput(f'"action" must be "approve" or "reject", not {shown(action)!r}')
+        raise BadInput(f'"action" must be {WHICH}, not {shown(action)!r}')
     reason = check_text(body.get("reason"), "reason")
+    feedback = check_text(body.get("feedback"), "feedback")
     comment = check_text(body.get("comment"), "comment")
     edited = body.get("edited_output")
     return {
         "action": action,
-        "comment": reason if action == "reject" else comment,
+        "comment": {"reject": reason, "request_changes": feedback}.get(action, comment),
         "edited_output": None if edited is None else check_edit(edited, what='"edited_output"'),
         "seen_hash": check_hash(body.get("seen_hash")),
     }
@@ -86,7 +96,8 @@ class ApiRoutes:
     @expose("/api/requests/<request_id>/decision", methods=["POST"])
     @signed_in("api")
     def api_decide(self, reviewer: Reviewer, request_id: str) -> Any:
-        """Body: {"action": "approve"|"reject", "comment"?, "reason"?, "edited_output"?, "seen_hash"?}."""
+        """Body: {"action": "approve"|"reject"|"request_changes", "comment"?, "reason"?, "feedback"?,
+        "edited_output"?, "seen_hash"?}."""
         number = parse_id(request_id)
         if number is None:
             return error_response(404, f"no approval request {shown(request_id)}", "not_found")
@@ -96,8 +107,38 @@ class ApiRoutes:
         except InvalidEdit as exc:
             return jsonify({"detail": str(exc), "code": exc.code, "errors": exc.errors}), 400
         except DecisionError as exc:
-            return jsonify({"detail": str(exc), "code": exc.code}), decision_status(exc)
+            return jsonify({"detail": str(exc), "code": exc.code}), decision_status(exc), decision_headers(exc)
         return jsonify({"detail": outcome.message, "final": outcome.final, "request": outcome.request.as_dict()})
+
+
+class CommentApiRoutes:
+    """Mixed into ``ApprovalsView``: a request's comments (anyone who may read it may comment)."""
+
+    @expose("/api/requests/<request_id>/comments", methods=["GET"])
+    @signed_in("api")
+    def api_comments(self, reviewer: Reviewer, request_id: str) -> Any:
+        number = parse_id(request_id)
+        store = open_store()
+        if number is None or store.get(number) is None:
+            return error_response(404, f"no approval request {shown(request_id)}", "not_found")
+        return jsonify([c.as_dict() for c in store.comments(number)])
+
+    @expose("/api/requests/<request_id>/comments", methods=["POST"])
+    @signed_in("api")
+    def api_comment(self, reviewer: Reviewer, request_id: str) -> Any:
+        """Body: {"body": "text, @user notifies them"}. Never decides."""
+        from hitl.comments import add_comment
+
+        number = parse_id(request_id)
+        if number is None:
+            return error_response(404, f"no approval request {shown(request_id)}", "not_found")
+        body = _json_object('"body": "your comment"')
+        text = check_text(body.get("body"), "comment")
+        try:
+            comment = add_comment(open_store(), number, reviewer, text, channel="api")
+        except DecisionError as exc:
+            return jsonify({"detail": str(exc), "code": exc.code}), decision_status(exc)
+        return jsonify({"detail": f"comment {comment.id} added to request {number}", "comment": comment.as_dict()}), 201
 
 
 def _without(values: dict[str, Any], key: str) -> dict[str, Any]:

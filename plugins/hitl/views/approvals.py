@@ -14,9 +14,10 @@ from typing import Any
 from flask import Blueprint
 from flask_appbuilder import BaseView
 
-from hitl.views import common
-from hitl.views.api import ApiRoutes
+from hitl.views import changes, common
+from hitl.views.api import ApiRoutes, CommentApiRoutes
 from hitl.views.auth import RESOURCE
+from hitl.views.changes import ChangesRoutes
 from hitl.views.common import STATUS_CODES
 from hitl.views.html import AGES, PAGE_SIZE, TABS, PageRoutes
 from hitl.views.slack import SlackRoutes
@@ -24,7 +25,7 @@ from hitl.views.slack import SlackRoutes
 __all__ = ["AGES", "PAGE_SIZE", "STATUS_CODES", "TABS", "ApprovalsView"]
 
 
-class ApprovalsView(PageRoutes, ApiRoutes, SlackRoutes, BaseView):
+class ApprovalsView(PageRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, SlackRoutes, BaseView):
     route_base = "/hitl"
     default_view = "inbox"
     template_folder = str(Path(__file__).parent / "templates")
@@ -39,6 +40,10 @@ class ApprovalsView(PageRoutes, ApiRoutes, SlackRoutes, BaseView):
         "api_list": "read",
         "api_get": "read",
         "api_decide": "edit",
+        "request_changes_form": "edit",
+        "comment_form": "read",  # anyone who may read a request may comment on it
+        "api_comments": "read",
+        "api_comment": "read",
     }
     base_permissions = ["can_read", "can_edit"]
 
@@ -47,6 +52,7 @@ class ApprovalsView(PageRoutes, ApiRoutes, SlackRoutes, BaseView):
     ) -> Blueprint:
         blueprint = super().create_blueprint(appbuilder, endpoint=endpoint, static_folder=static_folder)
         common.install(blueprint)
+        changes.install(blueprint)
         return blueprint
 
 
@@ -56,6 +62,7 @@ def _exempt_from_csrf() -> None:
 
         csrf.exempt(f"{SlackRoutes.__module__}.slack_actions")  # authenticated by Slack's signature
         csrf.exempt(f"{ApiRoutes.__module__}.api_decide")  # Bearer token only; cookies do not count there
+        csrf.exempt(f"{CommentApiRoutes.__module__}.api_comment")  # Bearer token only, like api_decide
     except Exception:  # pragma: no cover - no FAB www app in this process
         pass
 

@@ -17,7 +17,15 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge, default_exceptions
 
-from hitl.decisions import AlreadyDecided, DecisionError, InvalidEdit, NotAllowed, StaleOutput
+from hitl.decisions import (
+    AlreadyDecided,
+    DecisionError,
+    GateGone,
+    InvalidEdit,
+    NotAllowed,
+    RerunRefused,
+    StaleOutput,
+)
 from hitl.decisions import NotFound as RequestNotFound
 from hitl.identity import Reviewer
 from hitl.views.auth import as_reviewer, authorized, current_user
@@ -31,8 +39,11 @@ STATUS_CODES: dict[type[Exception], int] = {
     NotAllowed: 403,
     AlreadyDecided: 409,
     StaleOutput: 409,
+    GateGone: 409,  # the gate is not deferred on this request any more: nothing to send back
     InvalidEdit: 400,
+    RerunRefused: 503,  # Airflow's database cannot be used from here now: nothing was written, try again
 }
+RETRY_AFTER = {"Retry-After": "30"}
 SECURITY_HEADERS = {
     # Airflow's own UI embeds the pages (same origin); nobody else may frame them.
     "X-Frame-Options": "SAMEORIGIN",
@@ -45,6 +56,11 @@ Kind = Literal["page", "api", "badge"]
 
 def decision_status(exc: DecisionError) -> int:
     return next((STATUS_CODES[c] for c in type(exc).__mro__ if c in STATUS_CODES), 400)
+
+
+def decision_headers(exc: DecisionError) -> dict[str, str]:
+    """The headers of a refused decision's answer: ``Retry-After`` when it is a 503 (worth trying again)."""
+    return dict(RETRY_AFTER) if decision_status(exc) == 503 else {}
 
 
 # -- answers ----------------------------------------------------------------------------
@@ -108,9 +124,9 @@ def handle_error(exc: Exception) -> Any:
         return error_response(exc.status, str(exc), exc.code)
     if store_unavailable(exc):
         log.warning("hitl: %s: %s", STORE_DOWN, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return error_response(503, STORE_DOWN, "store_unavailable", headers={"Retry-After": "30"})
+        return error_response(503, STORE_DOWN, "store_unavailable", headers=RETRY_AFTER)
     if isinstance(exc, DecisionError):
-        return error_response(decision_status(exc), str(exc), exc.code)
+        return error_response(decision_status(exc), str(exc), exc.code, decision_headers(exc))
     log.exception("hitl: unexpected error on %s %s", request.method, request.path)
     return error_response(500, "internal error (logged on the server)", "internal")
 

@@ -1,22 +1,31 @@
-"""The review pages: inbox ("Needs your attention"), review page, approve / reject / edit & approve, bulk, badge.
+"""The review pages: inbox ("Needs your attention"), review page, one decision form, bulk with confirmation, badge.
 
 Every decision goes through ``hitl.decisions.decide``; input is checked here first (sizes,
 ids, the action, where to go back to) so a bad form is a 400, never a 500.
+
+The review page has one form: the draft's fields are edited in place and the primary button (the
+gate's ``approveLabel``) sends exactly what is on screen: fields that differ from the stored output
+make it an edit & approve, an untouched form a plain approval (with or without JavaScript).
+Bulk decisions are shown on a confirmation page (how many, which) before anything is decided.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import default as email_policy
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Response, flash, jsonify, redirect, render_template, request, url_for
 from flask_appbuilder import expose
 
 from hitl.decisions import DecisionError, InvalidEdit, decide
 from hitl.identity import Reviewer, describe_approvers, may_decide
-from hitl.outputs import EDITABLE_KINDS
+from hitl.outputs import EDITABLE_KINDS, summarize
 from hitl.store import DECIDED, PENDING, ApprovalRequest, RequestQuery
 from hitl.views import render
 from hitl.views.common import decision_status, error_response, signed_in
@@ -34,10 +43,14 @@ from hitl.views.limits import (
     shown,
 )
 
+log = logging.getLogger(__name__)
+
 PAGE_SIZE = 50
 AGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 TABS = ("attention", "pending", "decided", "all")
-FORM_ACTIONS = ("approve", "reject", "edit")
+FORM_ACTIONS = ("approve", "reject", "edit", "preview")  # "edit": older forms; the same as approve with fields
+SENT_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID")
+MAX_HEADER_BYTES = 64 << 10
 
 
 def _ago(when: datetime | None) -> str:
@@ -50,13 +63,176 @@ def _ago(when: datetime | None) -> str:
     return "just now"
 
 
+def _airflow_root() -> str:
+    """The path Airflow's UI is served under (``[api] base_url``'s path; "" at the root)."""
+    try:
+        from airflow.configuration import conf
+
+        return urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    except Exception:  # pragma: no cover - no Airflow configuration
+        return ""
+
+
 def _airflow_links(req: ApprovalRequest) -> dict[str, str]:
-    run = f"/dags/{quote(req.dag_id, safe='')}/runs/{quote(req.run_id, safe='')}"
+    """Airflow 3 UI routes (``dags/:dagId/runs/:runId/tasks/:taskId[/mapped/:mapIndex]``)."""
+    run = f"{_airflow_root()}/dags/{quote(req.dag_id, safe='')}/runs/{quote(req.run_id, safe='')}"
+    mapped = f"/mapped/{req.map_index}" if req.map_index >= 0 else ""
     return {
+        "dag": f"{_airflow_root()}/dags/{quote(req.dag_id, safe='')}",
         "run": run,
-        "step": f"{run}/tasks/{quote(req.step_id, safe='')}",
-        "gate": f"{run}/tasks/{quote(req.gate_task_id, safe='')}",
+        "step": f"{run}/tasks/{quote(req.step_id, safe='')}{mapped}",
+        "gate": f"{run}/tasks/{quote(req.gate_task_id, safe='')}{mapped}",
     }
+
+
+def _graph(req: ApprovalRequest) -> tuple[list[str], list[str]]:
+    """(tasks right before the gated step, tasks right after the gate), from Airflow's serialized DAG."""
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    dag = SerializedDagModel.get_dag(req.dag_id)
+    if dag is None:
+        return [], []
+    before = sorted(dag.get_task(req.step_id).upstream_task_ids) if dag.has_task(req.step_id) else []
+    after = sorted(dag.get_task(req.gate_task_id).downstream_task_ids) if dag.has_task(req.gate_task_id) else []
+    return before, after
+
+
+def _xcom_outputs(req: ApprovalRequest, task_ids: list[str]) -> dict[str, Any]:
+    """The return values of these tasks in the request's run (Airflow's database: the api-server may read it)."""
+    if not task_ids:
+        return {}
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=req.run_id, key="return_value", task_ids=task_ids, dag_ids=req.dag_id, map_indexes=req.map_index
+        )
+        rows: list[Any] = list(session.scalars(query))
+        return {row.task_id: XComModel.deserialize_value(row) for row in rows}
+
+
+def _dag_run(req: ApprovalRequest) -> dict[str, Any]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == req.dag_id, DagRun.run_id == req.run_id))
+        if run is None:
+            return {}
+        return {
+            "triggered_by": run.triggering_user_name,
+            "started": run.start_date or run.queued_at,
+            "run_type": str(run.run_type.value if hasattr(run.run_type, "value") else run.run_type),
+            "state": str(run.state.value if hasattr(run.state, "value") else run.state),
+        }
+
+
+def _sent_headers(detail: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headers of a message the email step recorded: its ``headers``, else those of its outbox file."""
+    recorded = detail.get("headers")
+    if isinstance(recorded, dict):
+        given = {str(k).lower(): str(v) for k, v in recorded.items()}
+        return [(name, given[name.lower()]) for name in SENT_HEADERS if name.lower() in given]
+    path = detail.get("path")
+    if not isinstance(path, str):
+        return []
+    from hitl.config import load_settings
+
+    outbox = load_settings().outbox_dir.resolve()
+    file = Path(path).resolve()
+    if outbox not in file.parents or not file.is_file():
+        return []
+    with file.open("rb") as fh:
+        message = BytesHeaderParser(policy=email_policy).parsebytes(fh.read(MAX_HEADER_BYTES))
+    return [(name, str(message[name])) for name in SENT_HEADERS if message[name] is not None]
+
+
+def _side_effects(req: ApprovalRequest, tasks: list[str]) -> list[dict[str, Any]]:
+    """What the steps after the gate did at most once (the email step records each message it sent)."""
+    store = open_store()
+    done = []
+    for task in tasks:
+        key = f"email:{req.dag_id}:{req.run_id}:{task}:{req.map_index}"
+        recorded = store.side_effect(key)
+        if recorded is None:
+            continue
+        status, detail = recorded
+        headers = _sent_headers(detail) if status == "done" else []
+        if not headers and status == "done":
+            headers = [
+                (name.title().replace("_", "-"), str(detail[name]))
+                for name in ("to", "subject", "message_id")
+                if detail.get(name)
+            ]
+        done.append({"task": task, "status": status, "detail": detail, "headers": headers})
+    return done
+
+
+OUTPUTS_HIDDEN = "you may not see this DAG's task outputs"
+
+
+def dag_access(dag_id: str, user: Any) -> dict[str, bool]:
+    """What ``user`` may read of DAG ``dag_id`` in Airflow, asked of Airflow's auth manager (FAB roles, DAG
+    access control, SimpleAuthManager, any other): ``outputs`` (its XComs) and ``runs`` (its runs' details).
+
+    Reading Approvals is not reading the DAG: the review page shows a request's upstream outputs and run
+    details only to a user Airflow would show them to. No user, or an auth manager that fails: nothing.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    access = {"outputs": False, "runs": False}
+    if user is None:
+        return access
+    manager = get_auth_manager()
+    for name, entity in (("outputs", DagAccessEntity.XCOM), ("runs", DagAccessEntity.RUN)):
+        try:
+            access[name] = bool(
+                manager.is_authorized_dag(method="GET", access_entity=entity, details=DagDetails(id=dag_id), user=user)
+            )
+        except Exception as exc:  # an auth manager that cannot say: not allowed
+            log.info("hitl: could not check %s access to DAG %s: %s", name, dag_id, type(exc).__name__)
+    return access
+
+
+def _run_facts(req: ApprovalRequest) -> dict[str, Any]:
+    """Why and what: the outputs that fed the gated step, who started the run and when, what ran after the gate.
+
+    Read from Airflow's database (the api-server may; task code may not) and the store, and only what the
+    signed-in user may read of the request's DAG in Airflow (``dag_access``): otherwise ``outputs_hidden``
+    says why they are not shown. Best effort: whatever cannot be read is left out, the page still renders.
+    """
+    from hitl.views.auth import current_user
+
+    facts: dict[str, Any] = {"inputs": [], "done": [], "run": {}, "after": [], "outputs_hidden": ""}
+    try:
+        access = dag_access(req.dag_id, current_user())
+    except Exception as exc:  # no auth manager in this process: show nothing of the DAG
+        log.info("hitl: no DAG access check for request %s: %s", req.id, exc)
+        access = {"outputs": False, "runs": False}
+    if access["runs"]:
+        try:
+            facts["run"] = _dag_run(req)
+        except Exception as exc:
+            log.debug("hitl: no run details for request %s: %s", req.id, exc)
+    if not access["outputs"]:
+        facts["outputs_hidden"] = OUTPUTS_HIDDEN
+        return facts
+    try:
+        before, after = _graph(req)
+        facts["after"] = after
+        outputs = _xcom_outputs(req, before)
+        facts["inputs"] = [
+            {"step": task, "output": outputs[task], "rows": render.context_fields(outputs[task])}
+            for task in before
+            if task in outputs
+        ]
+        facts["done"] = _side_effects(req, after)
+    except Exception as exc:
+        log.debug("hitl: no step context for request %s: %s", req.id, exc)
+    return facts
 
 
 def _no_request(raw: object) -> Any:
@@ -67,8 +243,17 @@ class PageRoutes:
     """Mixed into ``ApprovalsView`` (a Flask-AppBuilder ``BaseView``)."""
 
     def _page(self, template: str, status: int = 200, **ctx: Any) -> Response:
+        zone = render.ui_timezone()
         body = render_template(
-            f"hitl/{template}", ago=_ago, describe_approvers=describe_approvers, json_tree=render.json_tree, **ctx
+            f"hitl/{template}",
+            ago=_ago,
+            describe_approvers=describe_approvers,
+            json_tree=render.json_tree,
+            summarize=summarize,
+            when=lambda value, seconds=False: render.when(value, zone, seconds),
+            zone_name=zone[0],
+            airflow_root=_airflow_root(),
+            **ctx,
         )
         resp = Response(body, status=status, mimetype="text/html")
         resp.headers["Cache-Control"] = "no-store"
@@ -95,6 +280,7 @@ class PageRoutes:
         )
         rows = store.list_requests(query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         total = store.count(query)
+        can_decide = {r.id: r.status == PENDING and may_decide(reviewer, r.approvers) for r in rows}
         return self._page(
             "inbox.html",
             reviewer=reviewer,
@@ -110,7 +296,8 @@ class PageRoutes:
             page=page,
             pages=max(1, -(-total // PAGE_SIZE)),
             attention=store.count(RequestQuery(decidable_by=reviewer)),
-            can_decide={r.id: may_decide(reviewer, r.approvers) for r in rows},
+            can_decide=can_decide,
+            can_bulk=tab in ("attention", "pending") and any(can_decide.values()),
             pending=PENDING,
         )
 
@@ -127,29 +314,50 @@ class PageRoutes:
         status: int = 200,
         error: str | None = None,
         field_errors: dict[str, str] | None = None,
-        edit: dict[str, Any] | None = None,
+        form: Any | None = None,
+        preview: bool = False,
     ) -> Any:
         store = open_store()
         req = store.get(request_id)
         if req is None:
             return _no_request(request_id)
-        approvals = [v for v in store.votes(req.id) if v[1] == "approved"]
+        votes = store.votes(req.id)
+        approvals = [v for v in votes if v[1] == "approved"]
+        can_decide = req.status == PENDING and may_decide(reviewer, req.approvers)
+        editable = req.output_kind in EDITABLE_KINDS and req.min_approvals == 1
+        values = render.form_values(req.output_kind, req.output, form)
+        if req.edited_output is not None:
+            diff = render.diff(req.output, req.edited_output)
+        elif form is not None and editable:  # a preview, or a refused edit: what the form holds
+            diff = render.diff(req.output, render.edited_output(req.output_kind, req.output, form) or req.output)
+        else:
+            diff = []
+        now = datetime.now(UTC)
+        deadline = req.deadline()
         return self._page(
             "review.html",
             status=status,
             req=req,
             reviewer=reviewer,
-            can_decide=req.status == PENDING and may_decide(reviewer, req.approvers),
-            editable=req.output_kind in EDITABLE_KINDS and req.min_approvals == 1,
+            can_decide=can_decide,
+            editable=editable,
             email=render.email_fields(req.output),
-            edit=edit if edit is not None else (req.output if isinstance(req.output, dict) else {}),
-            diff=render.diff(req.output, req.edited_output) if req.edited_output is not None else [],
+            final_email=render.email_fields(req.final_output),
+            values=values,
+            diff=diff,
+            preview=preview,
             history=store.history(req.id),
             approvals=approvals,
+            voted=any(v[0] == reviewer.name for v in votes),
+            deadline=deadline,
+            left=render.span((deadline[0] - now).total_seconds()) if deadline else "",
+            overdue=bool(deadline and deadline[0] <= now),
+            facts=_run_facts(req),
             links=_airflow_links(req),
             error=error,
             field_errors=field_errors or {},
             action=request.args.get("action", ""),
+            comment=(form.get("comment") or "") if form is not None else "",
             decided=req.status in DECIDED,
             pending=PENDING,
         )
@@ -189,10 +397,12 @@ class PageRoutes:
             else:
                 comment = check_text(form.get("comment"), "comment")
             seen_hash = check_hash(form.get("seen_hash"))
-            if action == "edit":
+            if action != "reject":  # what is on screen: the fields that differ from the output are the edit
                 edited = _edit_from_form(open_store().get(number), form)
         except BadInput as exc:
-            return self._review_page(number, reviewer, exc.status, str(exc), edit=edited)
+            return self._review_page(number, reviewer, exc.status, str(exc), form=form)
+        if action == "preview":  # the diff before it goes, without JavaScript; nothing is decided
+            return self._review_page(number, reviewer, form=form, preview=True)
         try:
             outcome = decide(
                 open_store(),
@@ -205,9 +415,9 @@ class PageRoutes:
                 channel="ui",
             )
         except InvalidEdit as exc:
-            return self._review_page(number, reviewer, 400, str(exc), exc.errors, edit=edited)
+            return self._review_page(number, reviewer, 400, str(exc), exc.errors, form=form)
         except DecisionError as exc:
-            return self._review_page(number, reviewer, decision_status(exc), str(exc), edit=edited)
+            return self._review_page(number, reviewer, decision_status(exc), str(exc), form=form)
         flash(outcome.message, "success")
         return redirect(url_for("ApprovalsView.review", request_id=number))
 
@@ -235,7 +445,10 @@ class PageRoutes:
         reason = (check_text(form.get("reason"), "reason") or "").strip() or None
         if not ids:
             flash("Select at least one request.", "error")
-        store = open_store() if ids else None
+            return redirect(back)
+        store = open_store()
+        if form.get("confirmed") != "1":  # nothing is decided before the reviewer saw what will be
+            return self._bulk_confirmation(store, reviewer, action, ids, reason, back)
         for number in ids:  # each decision is checked and audited on its own
             try:
                 outcome = decide(store, number, reviewer, action, comment=reason, channel="ui-bulk")  # type: ignore[arg-type]
@@ -244,12 +457,52 @@ class PageRoutes:
                 flash(f"#{number}: {exc}", "error")
         return redirect(back)
 
+    def _bulk_confirmation(
+        self, store: Any, reviewer: Reviewer, action: str, ids: list[int], reason: str | None, back: str
+    ) -> Any:
+        items = []
+        for number in ids:
+            req = store.get(number)
+            why = None
+            if req is None:
+                why = "no such request"
+            elif req.status != PENDING:
+                why = f"already {req.status}"
+            elif not may_decide(reviewer, req.approvers):
+                why = f"you are not an approver ({describe_approvers(req.approvers)})"
+            elif action == "approve" and not req.allow_self_approval and req.triggered_by == reviewer.name:
+                why = "you triggered this run (self-approval is off)"
+            items.append({"id": number, "req": req, "skip": why})
+        ready = [i for i in items if i["skip"] is None]
+        return self._page(
+            "bulk_confirm.html",
+            reviewer=reviewer,
+            action=action,
+            items=items,
+            ready=ready,
+            reason=reason or "",
+            back=back,
+            needs_reason=action == "reject" and not reason,
+        )
+
 
 def _edit_from_form(req: ApprovalRequest | None, form: Any) -> dict[str, Any] | None:
-    """The edited output from the form, bounded in size (None when there is no such request: decide says so)."""
+    """The edit the form carries (its fields that differ from the output), bounded in size; None when unchanged.
+
+    None too when there is no such request (decide says so).
+    """
     if req is None:
         return None
-    edited = render.edit_from_form(req.output_kind, form)
+    fields = [k for k in form if k.startswith("edit_")]
+    if fields and (req.output_kind not in EDITABLE_KINDS or req.min_approvals > 1):
+        if req.min_approvals > 1:
+            raise BadInput(f"this request needs {req.min_approvals} approvals: its output cannot be edited")
+        raise BadInput(f"a {req.output_kind} output cannot be edited here; approve or reject it as it is")
+    if form.get("action") == "edit" and req.output_kind not in EDITABLE_KINDS:
+        raise BadInput(f"a {req.output_kind} output cannot be edited here; approve or reject it as it is")
+    edited = render.edited_output(req.output_kind, req.output, form)
+    if edited is None:
+        return None
     size = len(json.dumps(edited, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > MAX_EDIT_BYTES:
         raise BadInput(f"the edit is too large ({size} bytes; at most {MAX_EDIT_BYTES})", 413, "too_large")

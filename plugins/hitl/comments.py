@@ -1,0 +1,98 @@
+"""Comments on a request: discussion before deciding. Comments never decide.
+
+Anyone who may read a request may comment (the review page, the JSON API, the CLI). ``@user``
+(an Airflow user name) notifies that user through the configured channels: email to their address
+(``hitl.identity``: FAB's users, else ``[hitl] user_emails``), once per comment and user, and one
+line in the workflow's Slack channel per comment naming everyone it mentions
+(``hitl.notify.notify_mention``). Any reader may comment, so mentions are bounded against
+amplification: one author notifies one user about one request at most once per
+``hitl.notify.MENTION_EVERY`` seconds (later mentions are recorded on the comment, not sent). A name
+that is not a known user is left as text. Bounded: ``MAX_COMMENT`` characters, ``MAX_MENTIONS``
+people, the first ``MAX_NAMES_LOOKED_UP`` distinct names looked up, ``MAX_COMMENTS`` per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from hitl.decisions import MAX_COMMENT, DecisionError, NotFound
+from hitl.identity import Reviewer
+from hitl.store import Comment, Store
+
+log = logging.getLogger(__name__)
+
+MAX_MENTIONS = 10  # people one comment may notify
+MAX_NAMES_LOOKED_UP = 20  # distinct @names of one comment looked up as users; later ones stay text
+MAX_COMMENTS = 200  # comments on one request
+# ``@name`` not inside a word or an email address; Airflow user names are letters, digits and ``_.-+@``.
+MENTION = re.compile(r"(?<![\w@.+-])@([A-Za-z0-9_][A-Za-z0-9_.+-]{0,99})")
+
+
+class CommentRefused(DecisionError):
+    """An empty, too long or one-too-many comment (400)."""
+
+    code = "bad_comment"
+
+
+def mentioned_names(body: str) -> list[str]:
+    """The ``@names`` in a comment, in order, once each (a trailing full stop is punctuation)."""
+    names = [m.group(1).rstrip(".-+") for m in MENTION.finditer(body)]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def known_user(name: str) -> Reviewer | None:
+    """The Airflow user called ``name`` (with their email when known), or None when there is none."""
+    from hitl.config import conf_get
+    from hitl.identity import _fab_reviewer, _uses_fab, user_directory
+
+    if _uses_fab():
+        found = _fab_reviewer(username=name)
+        if found is not None:
+            return found
+    directory = user_directory()
+    simple = {
+        user.strip(): role.strip().lower()
+        for user, _, role in (e.partition(":") for e in conf_get("core", "simple_auth_manager_users", "").split(","))
+        if user.strip()
+    }
+    if name in directory or name in simple:
+        roles = frozenset({simple[name]}) if simple.get(name) else frozenset()
+        return Reviewer(name, directory.get(name) or None, roles)
+    return None
+
+
+def add_comment(store: Store, request_id: int, author: Reviewer, body: object, *, channel: str = "api") -> Comment:
+    """Record a comment on ``request_id`` by ``author`` and notify the users it mentions. Never decides."""
+    req = store.get(request_id)
+    if req is None:
+        raise NotFound(f"no approval request {request_id}")
+    if not isinstance(body, str):
+        raise CommentRefused("the comment must be text")
+    text = body.replace("\r\n", "\n").strip()
+    if not text:
+        raise CommentRefused("the comment is empty")
+    if len(text) > MAX_COMMENT:
+        raise CommentRefused(f"the comment is too long ({len(text)} characters; at most {MAX_COMMENT})")
+    if "\x00" in text:
+        raise CommentRefused("the comment must not contain NUL characters")
+    people: list[Reviewer] = []
+    for name in mentioned_names(text)[:MAX_NAMES_LOOKED_UP]:  # each may be a user lookup: bounded
+        if len(people) >= MAX_MENTIONS:
+            break
+        user = known_user(name) if name != author.name else None
+        if user is not None:
+            people.append(user)
+    comment = store.add_comment(
+        req.id, author.name, text, [p.name for p in people], max_per_request=MAX_COMMENTS, channel=channel
+    )
+    if comment is None:
+        raise CommentRefused(f"request {req.id} has {MAX_COMMENTS} comments already; no more can be added")
+    if people:
+        try:
+            from hitl.notify import notify_mention
+
+            notify_mention(req, comment, people, store=store)
+        except Exception as exc:  # the comment stands; a channel that is down is logged
+            log.warning("hitl: notifying the mentions of comment %s failed: %s", comment.id, exc)
+    return comment

@@ -1,0 +1,171 @@
+"""The gate inside Airflow's own screens: the "Review" button on the gate task, and the gate on Required Actions.
+
+**Review link.** ``ReviewLink`` is the gate task's operator extra link (Airflow's standard button on the task
+page). Airflow 3.3 resolves an operator's own extra links from XCom: the worker calls ``get_link`` when the task
+ends a try (also when it defers) and stores the URL under the link's ``xcom_key``; the api-server only reads
+it back. So the link names the request the gate parked on, read from the decision store in the worker.
+
+**Required Actions.** While a gate waits, the sensor writes an Airflow HITL record for its task instance
+through the task SDK (``upsert_hitl_detail``, the supervisor's Execution API call that Airflow's own
+``HITLOperator`` makes). Airflow's Required Actions page and the task's Required Action tab list the gate,
+with a link to the review page in its body.
+
+**An answer given there is refused, never counted** (see the README, "Required Actions in Airflow"): Airflow's
+``PATCH .../hitlDetails`` writes the response and resumes the task itself, before any of this plugin's code
+runs, with Airflow's DAG-level HITL permission as the only check. The one place the plugin sees that answer is
+the worker, where Airflow's database and auth manager may not be used: roles and admin/viewer status (how the
+review page applies the approver rules) cannot be resolved there, and Airflow's form has no edits, no quorum
+progress and no output hash. So the worker logs the answer with a pointer to the review page, audits it as
+``refused`` (channel ``airflow_required_actions``), reopens the HITL record (the same upsert clears a
+response) and parks the gate again. Only the decision service ends a gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from airflow.sdk import BaseOperatorLink
+
+log = logging.getLogger(__name__)
+
+REVIEW_LINK_NAME = "Review"
+NATIVE_CHANNEL = "airflow_required_actions"
+# The one option Airflow's form offers: choosing it is not a decision (the body says so and links the page).
+NATIVE_OPTION = "Decide on the review page"
+
+
+def review_page_url(request_id: int) -> str:
+    """The review page of a request (no signed token: opening it needs a login, deciding needs the rules)."""
+    from hitl.config import load_settings
+
+    return f"{load_settings().base_url}/pluginsv2/hitl/request/{request_id}"
+
+
+def gate_request_id(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> int | None:
+    """The request the gate task instance waits on (or last waited on), from the decision store."""
+    from hitl.store import get_store
+
+    req = get_store().current_for_gate(dag_id, run_id, task_id, map_index if map_index is not None else -1)
+    return req.id if req is not None else None
+
+
+class ReviewLink(BaseOperatorLink):
+    """The gate task's "Review" button: the review page of the request it parked on."""
+
+    name = REVIEW_LINK_NAME
+
+    @property
+    def operators(self) -> list[type[Any]]:  # type: ignore[override]
+        from hitl.sensor import ApprovalSensor
+
+        return [ApprovalSensor]
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        try:
+            request_id = gate_request_id(ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index)
+        except Exception as exc:  # the store is down: no link this time, never a failed task
+            log.warning("no review link for %s: %s", ti_key, exc)
+            return ""
+        return review_page_url(request_id) if request_id is not None else ""
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def md_text(text: Any, limit: int = 300) -> str:
+    """``text`` as literal Markdown text: one line, every ASCII punctuation backslash-escaped.
+
+    The summary comes from the gated step's output (for the example, a scraped web page): in Airflow's
+    Markdown body it must never become a link, an image, HTML or emphasis ("[Approve here](https://...)")."""
+    flat = " ".join(str(text).split())
+    if len(flat) > limit:
+        flat = flat[: limit - 3] + "..."
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", flat)
+
+
+def _body(req: Any, url: str) -> str:
+    """Markdown for Airflow's Required Actions page: what waits, and where to decide."""
+    from hitl.identity import describe_approvers
+
+    deadline = req.deadline()
+    due = f"\n\n**Deadline:** {deadline[0]:%Y-%m-%d %H:%M} UTC ({deadline[1]})" if deadline else ""
+    return (
+        f"**[Open the review page]({url})** to approve, edit or reject.\n\n"
+        f"**Step:** {md_text(req.step_id)} of {md_text(req.dag_id)}\n\n"
+        f"**Output:** {md_text(req.summary)}\n\n"
+        f"**Approvers:** {md_text(describe_approvers(req.approvers))}"
+        + (f" ({req.min_approvals} approvals needed)" if req.min_approvals > 1 else "")
+        + due
+        + "\n\nThis gate is decided on its review page, where the approver list, quorum, self-approval and"
+        " deadline rules apply. An answer given here is not a decision: it is refused and this request reopens."
+    )
+
+
+def _assigned_users(req: Any) -> list[dict[str, str]]:
+    """Approvers listed by user name, shown as the assignees (Airflow then lets only them answer, which is
+    refused all the same); none when approvers are given by email or role."""
+    users = [a["userId"] for a in req.approvers if "userId" in a]
+    if len(users) != len(req.approvers):
+        return []
+    return [{"id": u, "name": u} for u in users]
+
+
+def publish(context: Any, req: Any) -> bool:
+    """Write (or reopen) the gate's Airflow HITL record, so Required Actions lists it. Never fails the gate."""
+    try:
+        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS  # noqa: F401 - only under a supervisor
+
+        ti = context["ti"]
+        upsert_hitl_detail(
+            ti_id=ti.id,
+            options=[NATIVE_OPTION],
+            # Airflow's list shows the DAG in a column of its own: the subject says what waits, in few words.
+            subject=" ".join(f"Review {req.step_id}: {req.summary}".split())[:250],
+            body=_body(req, review_page_url(req.id)),
+            params={},  # no form fields: Airflow refuses a record without a params mapping
+            assigned_users=_assigned_users(req),  # type: ignore[arg-type]
+        )
+        return True
+    except Exception as exc:
+        log.warning("could not list request %s on Airflow's Required Actions: %s", getattr(req, "id", "?"), exc)
+        return False
+
+
+def native_answer(event: Any) -> dict[str, Any] | None:
+    """The response Airflow's HITL endpoint resumed the gate with (its ``chosen_options`` event), else None."""
+    if isinstance(event, dict) and "chosen_options" in event and "request_id" not in event:
+        return event
+    return None
+
+
+def refuse(answer: dict[str, Any], req: Any, task_log: Any) -> None:
+    """An answer from Required Actions: log and audit the refusal with a pointer to the review page.
+
+    The caller parks the gate again, and ``publish`` there reopens the HITL record (the upsert clears a response)."""
+    who = answer.get("responded_by_user") or {}
+    name = (who.get("name") or who.get("id") or "someone") if isinstance(who, dict) else str(who)
+    chosen = ", ".join(str(o) for o in answer.get("chosen_options") or []) or "nothing"
+    url = review_page_url(req.id)
+    task_log.warning(
+        "%s answered %r in Airflow's Required Actions: that is not a decision and was refused. "
+        "Decide on the review page: %s",
+        name,
+        chosen,
+        url,
+    )
+    try:
+        from hitl.store import get_store
+
+        get_store().audit(
+            req.id,
+            "refused",
+            str(name)[:200],
+            action="native_answer",
+            reason=f"answers in Airflow's Required Actions are not decisions: decide at {url}",
+            channel=NATIVE_CHANNEL,
+        )
+    except Exception as exc:  # the refusal stands; only its audit line is missing
+        task_log.warning("could not audit the refused answer on request %s: %s", req.id, exc)
