@@ -278,8 +278,11 @@ class PageRoutes:
             decidable_by=reviewer if tab == "attention" else None,
             older_than=older_than,
         )
-        rows = store.list_requests(query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-        total = store.count(query)
+        offset = (page - 1) * PAGE_SIZE
+        rows = store.list_requests(query, limit=PAGE_SIZE, offset=offset)
+        # A page that is neither empty nor full is the last one: its total needs no second pass over the index.
+        total = offset + len(rows) if 0 < len(rows) < PAGE_SIZE else store.count(query)
+        unfiltered_attention = tab == "attention" and not (dag_id or search or older_than)
         can_decide = {r.id: r.status == PENDING and may_decide(reviewer, r.approvers) for r in rows}
         return self._page(
             "inbox.html",
@@ -295,7 +298,7 @@ class PageRoutes:
             ages=list(AGES),
             page=page,
             pages=max(1, -(-total // PAGE_SIZE)),
-            attention=store.count(RequestQuery(decidable_by=reviewer)),
+            attention=total if unfiltered_attention else store.count(RequestQuery(decidable_by=reviewer)),
             can_decide=can_decide,
             can_bulk=tab in ("attention", "pending") and any(can_decide.values()),
             pending=PENDING,
