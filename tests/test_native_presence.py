@@ -129,7 +129,9 @@ def test_publish_outside_a_worker_is_a_warning_not_a_failure(configured: Any) ->
     import hitl.native as native
 
     req, _ = configured.record_request(gate(approvers=[{"role": "Op"}]))
-    assert native._assigned_users(req) == []  # a role cannot be an Airflow assignee: anyone may see it
+    # A role cannot be an Airflow assignee; without one, anyone with HITL-edit rights could answer (and resume the
+    # gate only to be refused): an assignee no user has makes Airflow refuse every answer itself.
+    assert native._assigned_users(req) == [native.NOBODY]
     assert native.publish({"ti": FakeTI(req)}, req) is False
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+from typing import Any
 
 import pytest
 from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
@@ -151,3 +152,59 @@ def test_an_idle_sqlite_store_is_not_queried_between_safety_looks(store: Store) 
     _, idle, event = asyncio.run(main())
     assert idle == 0, f"{idle} looks at an unchanged store"
     assert isinstance(event, TaskSuccessEvent)
+
+
+def test_a_decision_stamped_by_a_clock_far_behind_is_seen_at_the_safety_look(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """decided_at comes from the decider's clock: two hours behind the triggerer's, the id look still finds it."""
+    from datetime import timedelta
+
+    import hitl.store.repository as repository
+    from hitl.store import utcnow
+    from hitl.store.watcher import DecisionWatcher
+
+    req, _ = store.record_request(gate())
+
+    async def main() -> tuple[Any, float]:
+        watcher = DecisionWatcher(store.url, 0.05, safety_interval=1.0)
+        waiting = asyncio.ensure_future(watcher.wait(req.id))
+        await wait_until(lambda: watcher.polls >= 1 and not watcher._fresh)
+        monkeypatch.setattr(repository, "utcnow", lambda: utcnow() - timedelta(hours=2))  # the decider's clock
+        started = asyncio.get_running_loop().time()
+        await asyncio.to_thread(decide, store, req.id, ALICE, "approve")
+        decided = await asyncio.wait_for(waiting, 20)
+        return decided, asyncio.get_running_loop().time() - started
+
+    decided, took = asyncio.run(main())
+    assert decided.status == "approved"
+    assert decided.decided_at < utcnow() - timedelta(hours=1)  # the skewed stamp was written
+    assert took < 15, took  # within a safety interval or so (PostgreSQL: at once, the NOTIFY names the id)
+
+
+def test_a_symlinked_sqlite_store_still_signals_its_changes(tmp_path: Any) -> None:
+    """SQLite keeps the -wal beside the link's target: the watcher stats the target's files."""
+    import os
+
+    from hitl.store.watcher import DecisionWatcher
+
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.mkdir()
+    real_store = Store(f"sqlite:///{real / 'hitl.db'}")
+    real_store.upgrade()
+    os.symlink(real / "hitl.db", link / "hitl.db")
+    store = Store(f"sqlite:///{link / 'hitl.db'}")
+    req, _ = store.record_request(gate())
+
+    async def main() -> float:
+        watcher = DecisionWatcher(store.url, 0.05, safety_interval=60)
+        waiting = asyncio.ensure_future(watcher.wait(req.id))
+        await wait_until(lambda: watcher.polls >= 1 and not watcher._fresh)
+        started = asyncio.get_running_loop().time()
+        await asyncio.to_thread(decide, store, req.id, ALICE, "approve")
+        await asyncio.wait_for(waiting, 30)
+        return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(main()) < 30  # the file signal, not the 60 s safety look

@@ -103,12 +103,18 @@ def _body(req: Any, url: str) -> str:
     )
 
 
+# The assignee of a record whose approvers Airflow cannot name (emails, roles, admins): no user has this id, so
+# Airflow answers every PATCH with 403 itself. Without an assignee any user with the DAG's HITL-edit permission
+# could answer, and each answer would resume the gate on a worker only to be refused: an audit and re-run storm.
+NOBODY = {"id": "hitl:decide-on-the-review-page", "name": "Decide on the review page"}
+
+
 def _assigned_users(req: Any) -> list[dict[str, str]]:
     """Approvers listed by user name, shown as the assignees (Airflow then lets only them answer, which is
-    refused all the same); none when approvers are given by email or role."""
+    refused all the same); when approvers are given by email or role, nobody (``NOBODY``)."""
     users = [a["userId"] for a in req.approvers if "userId" in a]
-    if len(users) != len(req.approvers):
-        return []
+    if not users or len(users) != len(req.approvers):
+        return [dict(NOBODY)]
     return [{"id": u, "name": u} for u in users]
 
 

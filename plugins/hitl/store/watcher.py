@@ -5,9 +5,10 @@ requests decided since, whatever the number of parked gates, and only then are t
 ones a gate waits for read. A gate that just parked is looked up by id once (its request may have
 been decided while no trigger ran). Between looks the watcher waits for a sign of change that costs no
 query: on PostgreSQL a LISTEN on ``hitl_decision`` (every decision NOTIFYs), on SQLite the store file's
-size and modification time (a stat() every 0.1 s). Without such a sign it looks every ``poll_interval``;
-with one, it still looks every ``safety_interval`` over a wide window, in case a sign was lost or a
-decider's clock is off.
+size and modification time (a stat() every 0.1 s); a NOTIFY names the request, which is then looked up by
+id. Without such a sign it looks every ``poll_interval``; with one, it still makes a safety look every
+``safety_interval``, by id for every waiting gate (one query per 500), in case a sign was lost or a
+decider's clock is behind the triggerer's by more than the 10 s overlap.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 500  # ids per IN (...) when looking up newly parked gates or the rows of decided ones
 OVERLAP = timedelta(seconds=10)  # a decision's timestamp is taken just before its commit: look back this far
-SAFETY_WINDOW = timedelta(hours=1)  # the safety look's window: a lost NOTIFY, a decider's clock off by minutes
 SAFETY_INTERVAL = 30.0  # seconds between safety looks while a change signal (LISTEN, the SQLite file) is used
 STAT_TICK = 0.1  # seconds between looks at the SQLite file's stamp (a stat(), no query)
 
@@ -64,9 +64,11 @@ class DecisionWatcher:
         self._listener: Any = None
         backend = make_url(url)
         database = backend.database if backend.get_backend_name() == "sqlite" else None
-        self._sqlite_files = (
-            (database, f"{database}-wal") if database and database != ":memory:" and "mode=memory" not in url else ()
-        )
+        if database and database != ":memory:" and "mode=memory" not in url:
+            database = os.path.realpath(database)  # SQLite keeps its -wal beside the link's target
+            self._sqlite_files: tuple[str, ...] = (database, f"{database}-wal")
+        else:
+            self._sqlite_files = ()
 
     async def wait(self, request_id: int) -> ApprovalRequest:
         """Return the request once it is no longer pending."""
@@ -123,35 +125,47 @@ class DecisionWatcher:
         dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
         try:
             self._listener = await asyncpg.connect(dsn)
-            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
         except Exception as exc:  # polling still works
             log.warning(
                 "hitl: LISTEN %s failed (%s); polling every %ss", NOTIFY_CHANNEL, type(exc).__name__, self.poll_interval
             )
             self._listener = None
 
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        """A NOTIFY names the request decided: looked up by id, whatever the clocks say."""
+        with contextlib.suppress(ValueError):
+            request_id = int(payload)
+            if request_id in self._waiters:
+                self._fresh.add(request_id)
+        self._wake.set()
+
     async def poll_once(self) -> None:
-        """One look: at most one query for the decisions since the last look, whatever the number of parked gates."""
+        """One look: one query for the decisions since the last look, whatever the number of parked gates.
+
+        A safety look (every ``safety_interval``) asks for every waiting gate by id instead, one query per 500."""
         if not self._waiters:
             return
         now = utcnow()
         stamp = self._file_stamp()  # before the query: a commit during it is seen at the next look
-        fresh = [i for i in self._fresh if i in self._waiters]
         safety = (
             self._since is None
             or self._last_safety is None
             or now - self._last_safety >= timedelta(seconds=self.safety_interval)
         )
-        since = now - SAFETY_WINDOW if safety else self._since
-        assert since is not None
+        # The safety look asks for every waiting gate by id (one query per 500): a decision stamped by a clock far
+        # behind the triggerer's, or a lost NOTIFY, is seen within safety_interval whatever the timestamps say.
+        by_id = list(self._waiters) if safety else [i for i in self._fresh if i in self._waiters]
         async with self._engine_for().connect() as conn:
             decided: set[int] = set()
-            for chunk in _chunks(fresh):
+            for chunk in _chunks(by_id):
                 decided.update(await self._decided_ids(conn, approval_request.c.id.in_(chunk)))
-            recent = await self._decided_ids(conn, approval_request.c.decided_at >= since)
-            decided.update(i for i in recent if i in self._waiters)
+            if not safety:
+                assert self._since is not None
+                recent = await self._decided_ids(conn, approval_request.c.decided_at >= self._since)
+                decided.update(i for i in recent if i in self._waiters)
             found = await self._rows(conn, sorted(decided))
-        self._fresh.difference_update(fresh)
+        self._fresh.difference_update(by_id)
         self._since = now - OVERLAP
         if safety:
             self._last_safety = now
