@@ -36,20 +36,22 @@ def store_message(outbox: Path, raw: bytes, recipients: list[str]) -> Path:
     outbox.mkdir(parents=True, exist_ok=True, mode=0o700)  # signed links inside: the owner's only, as the stack's home
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     base = f"mail__{stamp}__{_safe(recipients[0] if recipients else 'nobody')}"
-    path = outbox / f"{base}.eml"
-    n = 1
-    while path.exists():
-        n += 1
-        path = outbox / f"{base}__{n}.eml"
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb", opener=lambda name, flags: os.open(name, flags, 0o600)) as out:
-        out.write(added + raw)
-    tmp.replace(path)
-    return path
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for n in range(1, 10_000):  # two messages at once never share a name: the file is created exclusively
+        path = outbox / (f"{base}.eml" if n == 1 else f"{base}__{n}.eml")
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as out:
+            out.write(added + raw)
+        return path
+    raise OSError(f"no free file name for {base} in {outbox}")
 
 
 class _Handler(socketserver.StreamRequestHandler):
     server: MailSink
+    timeout = 60  # an idle client does not hold a thread forever
 
     def reply(self, line: str) -> None:
         self.wfile.write(line.encode() + b"\r\n")
@@ -98,12 +100,14 @@ class _Handler(socketserver.StreamRequestHandler):
     def _read_data(self) -> bytes | None:
         lines: list[bytes] = []
         size = 0
+        at_line_start = True  # a read may stop mid-line (65,536 bytes): only a line's start can end the data
         while True:
             line = self.rfile.readline(65536)
-            if not line or line in (b".\r\n", b".\n"):
+            if not line or (at_line_start and line in (b".\r\n", b".\n")):
                 break
-            if line.startswith(b".."):
+            if at_line_start and line.startswith(b".."):
                 line = line[1:]  # dot-stuffing
+            at_line_start = line.endswith(b"\n")
             size += len(line)
             if size > MAX_MESSAGE_BYTES:
                 return None

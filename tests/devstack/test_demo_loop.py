@@ -161,3 +161,46 @@ def test_the_sent_emails_eml_has_date_and_message_id() -> None:
 
     msg = build_message({"from": "a@x.example", "to": "b@y.example", "subject": "s", "body": "b"})
     assert msg["Date"] and msg["Message-ID"].endswith("@hitl.local>")
+
+
+def test_a_dot_line_split_across_reads_does_not_smuggle_a_second_message(tmp_path: Path) -> None:
+    """A read stops after 65,536 bytes: a ".\\r\\n" there is mid-line, not the end of the data."""
+    sink = MailSink(tmp_path / "outbox")
+    try:
+        with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as conn:
+            replies = conn.makefile("rb")
+            replies.readline()
+            body = (
+                b"Subject: one\r\n\r\n"
+                + b"A" * 65536
+                + b".\r\nMAIL FROM:<x@y>\r\nRCPT TO:<victim@z>\r\nDATA\r\nSubject: smuggled\r\n\r\nhi\r\n"
+            )
+            conn.sendall(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@x>\r\nDATA\r\n" + body + b".\r\nQUIT\r\n")
+            while replies.readline():  # until the sink hangs up after QUIT
+                pass
+    finally:
+        sink.close()
+    (path,) = sink.received
+    assert "alice" in path.name and b"Subject: smuggled" in path.read_bytes()  # one message, the text inside it
+
+
+def test_messages_arriving_at_once_each_get_their_own_file(tmp_path: Path) -> None:
+    import threading
+
+    from hitl_devstack.mailsink import store_message
+
+    outbox = tmp_path / "outbox"
+    paths: list[Path] = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: paths.append(store_message(outbox, f"Subject: m{i}\r\n\r\nx".encode(), ["alice@x"]))
+        )
+        for i in range(20)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(paths)) == 20 and len(list(outbox.glob("*.eml"))) == 20
+    subjects = {email.message_from_bytes(p.read_bytes(), policy=policy.default)["Subject"] for p in paths}
+    assert subjects == {f"m{i}" for i in range(20)}
