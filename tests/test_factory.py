@@ -40,6 +40,22 @@ def test_examples_load_and_a_broken_spec_hides_nothing(specs: Path) -> None:
     assert invalid.description.startswith("INVALID SPEC broken_outreach.yaml: ")
 
 
+def test_an_invalid_specs_errors_are_text_not_markdown(tmp_path: Path) -> None:
+    """A hostile key (backticks, a link) is shown as text in the stand-in DAG's docs, never as Markdown."""
+    from hitl.factory import build_invalid_dag
+    from hitl.spec.loader import load_spec
+
+    path = tmp_path / "evil`[x](y).yaml"
+    key = "k0`](https://evil.example)[" + "x" * 2000
+    path.write_text(f"id: evil\nsteps: []\n'{key}': 1\n")
+    doc = build_invalid_dag(load_spec(path)).doc_md
+    lines = doc.splitlines()
+    body = [line for line in lines if line.startswith("    ")]
+    assert body and all(len(line) <= 504 for line in body)  # one indented code line per error, clipped
+    assert all(line.startswith("    ") or "evil.example" not in line for line in lines)  # the link stays in code
+    assert "\\`" in lines[0] and "\\[" in lines[0]  # the file name's Markdown characters are escaped
+
+
 def test_outreach_dag_shape(specs: Path) -> None:
     dag = dagbag().dags["local_business_outreach"]  # type: ignore[attr-defined]
     tasks = {t.task_id: t for t in dag.tasks}

@@ -148,15 +148,23 @@ def invalid_dag_id(path: Path, *, unique: bool = False) -> str:
     return INVALID_PREFIX + stem + (f"__{digest}" if unique else "")
 
 
+def shown_name(name: str) -> str:
+    """A file name as Markdown text: the characters Markdown acts on are escaped."""
+    return "".join(f"\\{c}" if c in "\\`*_{}[]()#+-.!<>|~" else c for c in name)
+
+
 def build_invalid_dag(loaded: LoadedSpec, dag_id: str | None = None) -> Any:
     from airflow.sdk import DAG
 
     from hitl.steps.invalid import InvalidSpecOperator
 
     errors = [str(e) for e in loaded.errors]
+    # An indented code block, one error a line, clipped: a spec's own text (a hostile key with backticks or
+    # brackets) is shown as text and can never end the block and become Markdown (links) in Airflow's UI.
+    shown = [" ".join(e.split())[:500] for e in errors]
     doc = "\n".join(
-        [f"## Workflow spec `{loaded.path.name}` is invalid", "", "Fix these, then the real DAG appears:", ""]
-        + [f"- `{e}`" for e in errors]
+        [f"## Workflow spec {shown_name(loaded.path.name)} is invalid", "", "Fix these, then the real DAG appears:", ""]
+        + [f"    {e}" for e in shown]
     )
     dag = DAG(
         dag_id=dag_id or invalid_dag_id(loaded.path),
