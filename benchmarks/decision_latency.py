@@ -21,6 +21,7 @@ queueing (-> queued_when), start (-> start_date).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
 
-from hitl_devstack import AirflowStack, free_port  # noqa: E402
+from hitl_devstack import AirflowStack, free_port, fresh_postgres_database  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "decision_latency.json"
 COMPONENTS = ("answer", "gate_end", "scheduling", "queueing", "start")
@@ -150,36 +151,18 @@ def stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def fresh_pg_db(pg_url: str) -> tuple[str, Any]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"hitl_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(pg_url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(pg_url).set(database=name).render_as_string(hide_password=False), drop
-
-
 def run_setup(setup: str, runs: int, settle: float, pg_url: str | None, idle_sleep: float | None) -> dict[str, Any]:
     backend, _, route = setup.partition("-")
     home = Path(tempfile.mkdtemp(prefix=f"hitl-bench-latency-{setup}-"))
     env: dict[str, str] = {}
     if idle_sleep is not None:  # the scheduler's sleep between idle loops (Airflow's default: 1 s), for both gates
         env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(idle_sleep)
-    drops = []
+    databases = contextlib.ExitStack()
     if backend == "postgresql":
         if not pg_url:
             raise SystemExit("the postgresql setups need --pg-url (or HITL_TEST_POSTGRES_URL)")
-        meta, drop_meta = fresh_pg_db(pg_url)
-        store, drop_store = fresh_pg_db(pg_url)
-        drops += [drop_meta, drop_store]
+        meta = databases.enter_context(fresh_postgres_database(pg_url, "hitl_bench_meta"))
+        store = databases.enter_context(fresh_postgres_database(pg_url, "hitl_bench_store"))
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = meta.replace("postgresql://", "postgresql+psycopg2://", 1)
         env["AIRFLOW__HITL__STORE_URL"] = store
     else:
@@ -222,8 +205,7 @@ def run_setup(setup: str, runs: int, settle: float, pg_url: str | None, idle_sle
             )
     finally:
         stack.stop()
-        for drop in drops:
-            drop()
+        databases.close()
     result: dict[str, Any] = {"setup": setup, "failed": failed}
     for kind in rows:
         result[kind] = {part: stats([r[part] for r in rows[kind]]) for part in ("total", *COMPONENTS)}

@@ -23,6 +23,7 @@ of ours.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -38,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from hitl_devstack import AirflowStack, free_port  # noqa: E402
+from hitl_devstack import AirflowStack, free_port, fresh_postgres_database  # noqa: E402
 
 NATIVE = "native_approval_latency"
 PAGE_SIZE = 50
@@ -259,34 +260,6 @@ def print_table(title: str, points: list[tuple[str, str, str]], figures: dict[st
     print("p95*: ours leaving out the rounds right after one with Airflow's multi-second list calls")
 
 
-def create_database(admin_url: str) -> str:
-    """A fresh database next to ``admin_url``'s: its URL."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from hitl.store.engine import sync_url
-
-    name = f"hitl_bench_inbox_{os.getpid()}"
-    engine = create_engine(sync_url(admin_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from hitl.store.engine import sync_url
-
-    engine = create_engine(sync_url(admin_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    engine.dispose()
-
-
 def main() -> int:
     import signal
 
@@ -320,7 +293,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "runs": {},
     }
-    pg_url = ""
+    databases = contextlib.ExitStack()
     stack.setup()
     stack.start()
     try:
@@ -334,8 +307,9 @@ def main() -> int:
         print(f"Airflow's metadata DB: {args.pending} pending + {args.decided} answered in {took:.0f}s", flush=True)
         stores = [("SQLite", f"sqlite:///{home / 'hitl.db'}")]
         if args.postgres_url:
-            pg_url = create_database(args.postgres_url)
-            stores.append(("PostgreSQL", pg_url))
+            stores.append(
+                ("PostgreSQL", databases.enter_context(fresh_postgres_database(args.postgres_url, "hitl_bench_inbox")))
+            )
         points = endpoints(stack.base_url, args.pending, args.decided)
         for label, url in stores:
             t = time.perf_counter()
@@ -375,8 +349,7 @@ def main() -> int:
             )
     finally:
         stack.stop()
-        if pg_url:
-            drop_database(args.postgres_url, pg_url)
+        databases.close()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten {args.json}")

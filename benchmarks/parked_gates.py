@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -24,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ sys.path.insert(0, str(REPO / "plugins"))
 BEFORE = "28fcdd3"
 SIZES = (100, 1000, 10_000)
 RESULTS = REPO / "benchmarks" / "results" / "parked_gates.json"
+
+from hitl_devstack import fresh_postgres_database  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -148,22 +150,6 @@ def one(backend: str, url: str, n: int, which: str, seconds: float, poll: float)
     return {"backend": backend, "gates": n, "watcher": which, "poll_interval": poll, **result}
 
 
-def fresh_pg(pg_url: str) -> tuple[str, Any]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"hitl_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(pg_url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return make_url(pg_url).set(database=name).render_as_string(hide_password=False), drop
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30)
@@ -185,11 +171,11 @@ def main() -> int:
     for backend in backends:
         for n in (int(s) for s in args.sizes.split(",")):
             for which in ("before", "now"):
-                if backend == "sqlite":
-                    url, drop = f"sqlite:///{tempfile.mkdtemp(prefix='hitl-parked-')}/hitl.db", None
-                else:
-                    url, drop = fresh_pg(args.pg_url)
-                try:
+                with contextlib.ExitStack() as databases:
+                    if backend == "sqlite":
+                        url = f"sqlite:///{tempfile.mkdtemp(prefix='hitl-parked-')}/hitl.db"
+                    else:
+                        url = databases.enter_context(fresh_postgres_database(args.pg_url, "hitl_bench_parked"))
                     command = [sys.executable, __file__, "--seconds", str(args.seconds), "--poll", str(args.poll)]
                     out = subprocess.run(
                         [*command, "--one", backend, url, str(n), which],
@@ -197,9 +183,6 @@ def main() -> int:
                         text=True,
                         timeout=1200,
                     )
-                finally:
-                    if drop:
-                        drop()
                 if out.returncode:
                     print(out.stderr[-2000:], file=sys.stderr)
                     raise SystemExit(f"{backend} {n} {which} failed")

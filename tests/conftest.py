@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,25 +73,15 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for one test (needs HITL_TEST_POSTGRES_URL; CI sets it)."""
     if not PG_URL:
         pytest.skip("PostgreSQL tests need HITL_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from hitl_devstack import fresh_postgres_database
 
-    name = f"hitl_test_{uuid.uuid4().hex[:10]}"
-    from hitl.store.engine import sync_url
+    with fresh_postgres_database(PG_URL, "hitl_test") as url:
+        try:
+            yield url
+        finally:
+            from hitl.store import _store_for
 
-    admin = create_engine(sync_url(PG_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        from hitl.store import _store_for
-
-        _store_for.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+            _store_for.cache_clear()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -17,6 +17,7 @@ import logging
 import re
 import time
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from hitl.config import conf_get
@@ -258,9 +259,8 @@ def handle_action(body: bytes | str, form: Any, headers: Any, now: float | None 
     payload = _payload(form)
     kind = _string(payload, "type", "type")
     if kind == "view_submission":
-        if _object(payload, "view", "view").get("callback_id") == CHANGES:
-            return _submit_changes(payload)
-        return _submit_reject(payload)
+        dialog = DIALOGS.get(str(_object(payload, "view", "view").get("callback_id")))
+        return dialog.submit(payload) if dialog is not None else None
     if kind != "block_actions":
         return None  # nothing of ours
     actions = payload.get("actions")
@@ -275,13 +275,13 @@ def handle_action(body: bytes | str, form: Any, headers: Any, now: float | None 
     request_id = _request_id(action.get("value"))
     slack_user = _string(_object(payload, "user", "user"), "id", "user.id", max_chars=64)
     response_url = _response_url(payload.get("response_url"))
-    if action_id in (REJECT, CHANGES):
+    if action_id in DIALOGS:
         trigger_id = _string(payload, "trigger_id", "trigger_id", max_chars=256)
         _reviewer(slack_user)  # type: ignore[arg-type]  # now, so an unlinked account hears why before typing
-        modal = (_reject_modal if action_id == REJECT else _changes_modal)(request_id, response_url)
-        what = "reject" if action_id == REJECT else "request-changes"
+        dialog = DIALOGS[action_id]
+        what = dialog.title.lower()
         try:
-            _slack_client().views_open(trigger_id=trigger_id, view=modal)
+            _slack_client().views_open(trigger_id=trigger_id, view=dialog.modal(action_id, request_id, response_url))
         except Exception as exc:
             log.warning("hitl: could not open the %s dialog: %s", what, exc)
             return _ephemeral(f"Could not open the {what} dialog; use the review page instead.")
@@ -294,108 +294,73 @@ def handle_action(body: bytes | str, form: Any, headers: Any, now: float | None 
     return _ephemeral(text)
 
 
-def _reject_modal(request_id: int, response_url: str | None) -> dict[str, Any]:
-    return {
-        "type": "modal",
-        "callback_id": REJECT,
-        "private_metadata": json.dumps({"request_id": request_id, "response_url": response_url}),
-        "title": {"type": "plain_text", "text": "Reject"},
-        "submit": {"type": "plain_text", "text": "Reject"},
-        "blocks": [
-            {
-                "type": "input",
-                "block_id": REASON_BLOCK,
-                "label": {"type": "plain_text", "text": "Why? (required)"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": "reason",
-                    "multiline": True,
-                    "max_length": MAX_COMMENT_CHARS,
-                },
-            }
-        ],
-    }
+@dataclass(frozen=True)
+class _Dialog:
+    """A decision that asks for text first (reject: why; request changes: what to change), in a Slack modal."""
+
+    action: str  # the decision service's action
+    block: str  # the modal's input block id
+    field: str  # the input's action id, and the text's name in errors
+    title: str
+    label: str
+
+    def modal(self, callback_id: str, request_id: int, response_url: str | None) -> dict[str, Any]:
+        return {
+            "type": "modal",
+            "callback_id": callback_id,
+            "private_metadata": json.dumps({"request_id": request_id, "response_url": response_url}),
+            "title": {"type": "plain_text", "text": self.title},
+            "submit": {"type": "plain_text", "text": self.title},
+            "blocks": [
+                {
+                    "type": "input",
+                    "block_id": self.block,
+                    "label": {"type": "plain_text", "text": self.label},
+                    "element": {
+                        "type": "plain_text_input",
+                        "action_id": self.field,
+                        "multiline": True,
+                        "max_length": MAX_COMMENT_CHARS,
+                    },
+                }
+            ],
+        }
+
+    def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The modal's submission: decide, or show in the modal why it was refused."""
+        from hitl.decisions import DecisionError
+
+        view = _object(payload, "view", "view")
+        slack_user = _string(_object(payload, "user", "user"), "id", "user.id", max_chars=64)
+        meta_text = _string(view, "private_metadata", "view.private_metadata")
+        try:
+            meta = loads_json(meta_text or "", what="private_metadata")
+        except BadInput as exc:
+            raise MalformedPayload(str(exc)) from exc
+        if not isinstance(meta, dict):
+            raise MalformedPayload("private_metadata is not a JSON object")
+        request_id = _request_id(meta.get("request_id"))
+        response_url = _response_url(meta.get("response_url"))
+        values = _object(_object(view, "state", "view.state"), "values", "view.state.values")
+        field = _object(_object(values, self.block, f"the {self.field} block"), self.field, f"the {self.field} field")
+        try:
+            text = check_text(field.get("value"), self.field) or ""
+            _decide(request_id, _reviewer(slack_user), self.action, text.strip(), response_url)  # type: ignore[arg-type]
+        except (BadInput, DecisionError, SlackRefusal) as exc:
+            return {"response_action": "errors", "errors": {self.block: str(exc)}}
+        return {"response_action": "clear"}
 
 
-def _changes_modal(request_id: int, response_url: str | None) -> dict[str, Any]:
-    return {
-        "type": "modal",
-        "callback_id": CHANGES,
-        "private_metadata": json.dumps({"request_id": request_id, "response_url": response_url}),
-        "title": {"type": "plain_text", "text": "Request changes"},
-        "submit": {"type": "plain_text", "text": "Request changes"},
-        "blocks": [
-            {
-                "type": "input",
-                "block_id": FEEDBACK_BLOCK,
-                "label": {"type": "plain_text", "text": "What should the next draft change? (required)"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": "feedback",
-                    "multiline": True,
-                    "max_length": MAX_COMMENT_CHARS,
-                },
-            }
-        ],
-    }
-
-
-def _submit_changes(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The request-changes modal's submission: decide (the step runs again), or show why it was refused."""
-    from hitl.decisions import DecisionError
-
-    view = _object(payload, "view", "view")
-    slack_user = _string(_object(payload, "user", "user"), "id", "user.id", max_chars=64)
-    meta_text = _string(view, "private_metadata", "view.private_metadata")
-    try:
-        meta = loads_json(meta_text or "", what="private_metadata")
-    except BadInput as exc:
-        raise MalformedPayload(str(exc)) from exc
-    if not isinstance(meta, dict):
-        raise MalformedPayload("private_metadata is not a JSON object")
-    request_id = _request_id(meta.get("request_id"))
-    response_url = _response_url(meta.get("response_url"))
-    values = _object(_object(view, "state", "view.state"), "values", "view.state.values")
-    field = _object(_object(values, FEEDBACK_BLOCK, "the feedback block"), "feedback", "the feedback field")
-    try:
-        feedback = check_text(field.get("value"), "feedback") or ""
-    except BadInput as exc:
-        return {"response_action": "errors", "errors": {FEEDBACK_BLOCK: str(exc)}}
-    try:
-        _decide(request_id, _reviewer(slack_user), "request_changes", feedback.strip(), response_url)  # type: ignore[arg-type]
-    except (DecisionError, SlackRefusal) as exc:
-        return {"response_action": "errors", "errors": {FEEDBACK_BLOCK: str(exc)}}
-    return {"response_action": "clear"}
-
-
-def _submit_reject(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """The reject modal's submission: decide, or show the reason it was refused in the modal."""
-    from hitl.decisions import DecisionError
-
-    view = _object(payload, "view", "view")
-    if view.get("callback_id") != REJECT:
-        return None
-    slack_user = _string(_object(payload, "user", "user"), "id", "user.id", max_chars=64)
-    meta_text = _string(view, "private_metadata", "view.private_metadata")
-    try:
-        meta = loads_json(meta_text or "", what="private_metadata")
-    except BadInput as exc:
-        raise MalformedPayload(str(exc)) from exc
-    if not isinstance(meta, dict):
-        raise MalformedPayload("private_metadata is not a JSON object")
-    request_id = _request_id(meta.get("request_id"))
-    response_url = _response_url(meta.get("response_url"))
-    values = _object(_object(view, "state", "view.state"), "values", "view.state.values")
-    field = _object(_object(values, REASON_BLOCK, "the reason block"), "reason", "the reason field")
-    try:
-        reason = check_text(field.get("value"), "reason") or ""
-    except BadInput as exc:
-        return {"response_action": "errors", "errors": {REASON_BLOCK: str(exc)}}
-    try:
-        _decide(request_id, _reviewer(slack_user), "reject", reason.strip(), response_url)  # type: ignore[arg-type]
-    except (DecisionError, SlackRefusal) as exc:
-        return {"response_action": "errors", "errors": {REASON_BLOCK: str(exc)}}
-    return {"response_action": "clear"}
+DIALOGS = {
+    REJECT: _Dialog("reject", REASON_BLOCK, "reason", "Reject", "Why? (required)"),
+    CHANGES: _Dialog(
+        "request_changes",
+        FEEDBACK_BLOCK,
+        "feedback",
+        "Request changes",
+        "What should the next draft change? (required)",
+    ),
+}
 
 
 def _post_json(url: str, body: dict[str, Any]) -> None:
