@@ -30,6 +30,21 @@ def send_email(req: ApprovalRequest, occasion: str, approvers: Sequence[dict[str
     to = emails_for(approvers, req.owner)
     if not to:
         raise Skip("no email address for the approvers or the owner")
+    review, approve, reject, summary = message_text(req)
+    e = html.escape
+    body = (
+        f"<p><strong>{e(req.dag_id)}</strong> is waiting for your review at step <strong>{e(req.step_id)}</strong>"
+        f" (run {e(req.run_id)}).</p><p>{e(summary)}</p>"
+        f'<p><a href="{e(review)}">Review</a> &middot; <a href="{e(approve)}">{e(req.approve_label)}</a>'
+        f' &middot; <a href="{e(reject)}">Reject</a></p>'
+        f"<p>Approvers: {e(describe_approvers(list(approvers)))}. You will be asked to log in to decide.</p>"
+    )
+    smtp_send(to, _subject(req, occasion), body)
+    return {"to": to}
+
+
+def smtp_send(to: Sequence[str], subject: str, html_body: str) -> None:
+    """Send through the smtp provider's ``[hitl] smtp_conn_id`` connection; ``Skip`` when there is none."""
     conn_id = conf_get("hitl", "smtp_conn_id", "smtp_default")
     try:
         from airflow.sdk import BaseHook
@@ -40,22 +55,12 @@ def send_email(req: ApprovalRequest, occasion: str, approvers: Sequence[dict[str
     sender = conf_get("hitl", "email_from", "") or conn.extra_dejson.get("from_email") or DEFAULT_FROM
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    review, approve, reject, summary = message_text(req)
-    e = html.escape
-    body = (
-        f"<p><strong>{e(req.dag_id)}</strong> is waiting for your review at step <strong>{e(req.step_id)}</strong>"
-        f" (run {e(req.run_id)}).</p><p>{e(summary)}</p>"
-        f'<p><a href="{e(review)}">Review</a> &middot; <a href="{e(approve)}">{e(req.approve_label)}</a>'
-        f' &middot; <a href="{e(reject)}">Reject</a></p>'
-        f"<p>Approvers: {e(describe_approvers(list(approvers)))}. You will be asked to log in to decide.</p>"
-    )
     with SmtpHook(smtp_conn_id=conn_id) as hook:
         hook.send_email_smtp(
-            to=to,
-            subject=_subject(req, occasion),
-            html_content=body,
+            to=list(to),
+            subject=subject[:250],
+            html_content=html_body,
             from_email=sender,
             # The provider writes Date; a Message-ID of our own lets a mailbox (or the demo's .eml sink) thread it.
             custom_headers={"Message-ID": make_msgid(domain="hitl.local")},
         )
-    return {"to": to}

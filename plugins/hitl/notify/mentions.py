@@ -14,8 +14,6 @@ from hitl.config import conf_get
 from hitl.notify import Skip
 from hitl.store import ApprovalRequest, Comment
 
-DEFAULT_FROM = "Airflow approvals <noreply@localhost>"
-
 
 def _address(person: Any) -> str | None:
     from hitl.identity import user_directory
@@ -30,16 +28,6 @@ def email_mention(req: ApprovalRequest, comment: Comment, person: Any) -> dict[s
     to = _address(person)
     if not to:
         raise Skip(f"no email address for {person.name}")
-    conn_id = conf_get("hitl", "smtp_conn_id", "smtp_default")
-    try:
-        from airflow.sdk import BaseHook
-
-        conn = BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        raise Skip(f"no SMTP connection {conn_id!r}") from exc
-    sender = conf_get("hitl", "email_from", "") or conn.extra_dejson.get("from_email") or DEFAULT_FROM
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
     e = html.escape
     subject = " ".join(f"[Mentioned] {comment.author} on {req.dag_id} / {req.step_id} (request {req.id})".split())
     body = (
@@ -48,8 +36,9 @@ def email_mention(req: ApprovalRequest, comment: Comment, person: Any) -> dict[s
         f'<blockquote style="white-space:pre-wrap">{e(comment.body)}</blockquote>'
         f'<p><a href="{e(review_url(req.id))}">Open the request</a>. Comments never decide it.</p>'
     )
-    with SmtpHook(smtp_conn_id=conn_id) as hook:
-        hook.send_email_smtp(to=[to], subject=subject[:250], html_content=body, from_email=sender)
+    from hitl.notify.email import smtp_send
+
+    smtp_send([to], subject, body)
     return {"to": [to]}
 
 
