@@ -119,3 +119,26 @@ def json_reply(body: Any, status: int = 200) -> tuple[int, dict[str, str], bytes
     import json
 
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+def render_partial(app: Any, template: str, store: Any, request_id: int, reviewer: Any, **ctx: Any) -> str:
+    """One of the review page's partials, rendered with what the review page gives it (``hx``, ``when``)."""
+    from datetime import UTC
+
+    from flask import render_template
+
+    from hitl.views.changes import review_extras
+    from hitl.views.render import when
+
+    req = store.get(request_id)
+    assert req is not None
+    with app.test_request_context(f"/hitl/request/{request_id}"):
+        return render_template(
+            template,
+            req=req,
+            reviewer=reviewer,
+            action="",
+            hx=review_extras(store, req, reviewer),
+            when=lambda value, seconds=False: when(value, ("UTC", UTC), seconds),
+            **ctx,
+        )

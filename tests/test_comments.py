@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers import gate
+from helpers import gate, render_partial
 from hitl.comments import MAX_MENTIONS, CommentRefused, add_comment, mentioned_names
 from hitl.decisions import NotFound
 from hitl.identity import Reviewer
@@ -73,6 +73,17 @@ def test_comments_per_request_are_bounded(store: Store, monkeypatch: pytest.Monk
     add_comment(store, req.id, ALICE, "two")
     with pytest.raises(CommentRefused, match="has 2 comments already"):
         add_comment(store, req.id, ALICE, "three")
+
+
+def test_one_author_cannot_fill_the_thread_for_everyone(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hitl.comments.MAX_COMMENTS_PER_AUTHOR", 2)
+    req, _ = store.record_request(gate())
+    add_comment(store, req.id, VIC, "one")
+    add_comment(store, req.id, VIC, "two")
+    with pytest.raises(CommentRefused, match="vic wrote 2 comments"):
+        add_comment(store, req.id, VIC, "three")
+    assert add_comment(store, req.id, ALICE, "the approver still can").body == "the approver still can"
+    assert [c.author for c in store.comments(req.id)] == ["vic", "vic", "alice"]
 
 
 def test_a_mention_emails_that_user_once_and_escapes_the_comment(configured: Store, smtp_server: Any) -> None:
@@ -218,14 +229,8 @@ def test_review_page_comment_form_needs_csrf_and_shows_the_thread_escaped(app: A
     done = vic.post(f"/request/{req.id}/comment", {"body": "<script>x</script> @bob"}, csrf_from=f"/request/{req.id}")
     assert done.status_code == 302 and done.headers["Location"].endswith(f"/request/{req.id}#comment-1")
     assert [c.body for c in configured.comments(req.id)] == ["<script>x</script> @bob"]
-    page = _partial(app, "hitl/_review_comments.html", configured, req.id, Reviewer("vic", roles=frozenset({"viewer"})))
+    page = render_partial(
+        app, "hitl/_review_comments.html", configured, req.id, Reviewer("vic", roles=frozenset({"viewer"}))
+    )
     assert "&lt;script&gt;x&lt;/script&gt; @bob" in page and "<script>x</script>" not in page
     assert 'id="comment-1"' in page and 'name="csrf_token"' in page and "mentions bob" in page
-
-
-def _partial(app: Any, template: str, store: Store, request_id: int, reviewer: Reviewer, **ctx: Any) -> str:
-    """One partial, rendered as the review page includes it (the blueprint's context, CSRF on)."""
-    from flask import render_template
-
-    with app.test_request_context(f"/hitl/request/{request_id}"):
-        return render_template(template, req=store.get(request_id), reviewer=reviewer, action="", **ctx)

@@ -8,7 +8,8 @@ line in the workflow's Slack channel per comment naming everyone it mentions
 amplification: one author notifies one user about one request at most once per
 ``hitl.notify.MENTION_EVERY`` seconds (later mentions are recorded on the comment, not sent). A name
 that is not a known user is left as text. Bounded: ``MAX_COMMENT`` characters, ``MAX_MENTIONS``
-people, the first ``MAX_NAMES_LOOKED_UP`` distinct names looked up, ``MAX_COMMENTS`` per request.
+people, the first ``MAX_NAMES_LOOKED_UP`` distinct names looked up, ``MAX_COMMENTS`` per request and
+``MAX_COMMENTS_PER_AUTHOR`` of them per author.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 MAX_MENTIONS = 10  # people one comment may notify
 MAX_NAMES_LOOKED_UP = 20  # distinct @names of one comment looked up as users; later ones stay text
 MAX_COMMENTS = 200  # comments on one request
+MAX_COMMENTS_PER_AUTHOR = 30  # one reader (any Viewer may comment) cannot fill a request's thread for everyone
 # ``@name`` not inside a word or an email address; Airflow user names are letters, digits and ``_.-+@``.
 MENTION = re.compile(r"(?<![\w@.+-])@([A-Za-z0-9_][A-Za-z0-9_.+-]{0,99})")
 
@@ -84,10 +86,18 @@ def add_comment(store: Store, request_id: int, author: Reviewer, body: object, *
         if user is not None:
             people.append(user)
     comment = store.add_comment(
-        req.id, author.name, text, [p.name for p in people], max_per_request=MAX_COMMENTS, channel=channel
+        req.id,
+        author.name,
+        text,
+        [p.name for p in people],
+        max_per_request=MAX_COMMENTS,
+        max_per_author=MAX_COMMENTS_PER_AUTHOR,
+        channel=channel,
     )
-    if comment is None:
+    if comment == "request":
         raise CommentRefused(f"request {req.id} has {MAX_COMMENTS} comments already; no more can be added")
+    if isinstance(comment, str):
+        raise CommentRefused(f"{author.name} wrote {MAX_COMMENTS_PER_AUTHOR} comments on request {req.id} already")
     if people:
         try:
             from hitl.notify import notify_mention

@@ -398,17 +398,26 @@ class Store:
 
     # -- comments ---------------------------------------------------------------------
     def add_comment(
-        self, request_id: int, author: str, body: str, mentions: list[str], *, max_per_request: int, channel: str
-    ) -> Comment | None:
-        """Append a comment (audited); None when the request already holds ``max_per_request`` comments."""
+        self,
+        request_id: int,
+        author: str,
+        body: str,
+        mentions: list[str],
+        *,
+        max_per_request: int,
+        max_per_author: int,
+        channel: str,
+    ) -> Comment | str:
+        """Append a comment (audited). At a bound, nothing is written and the bound's name comes back instead:
+        "request" (the request holds ``max_per_request``) or "author" (this author wrote ``max_per_author``)."""
         now = utcnow()
         with self.writing() as conn:
-            self.lock_status(conn, request_id)  # one writer at a time per request: the bound holds under races
-            count = conn.execute(
-                select(func.count()).select_from(comment).where(comment.c.request_id == request_id)
-            ).scalar_one()
-            if count >= max_per_request:
-                return None
+            self.lock_status(conn, request_id)  # one writer at a time per request: the bounds hold under races
+            on_request = select(func.count()).select_from(comment).where(comment.c.request_id == request_id)
+            if conn.execute(on_request).scalar_one() >= max_per_request:
+                return "request"
+            if conn.execute(on_request.where(comment.c.author == author)).scalar_one() >= max_per_author:
+                return "author"
             new_id = conn.execute(
                 insert(comment).values(
                     request_id=request_id, author=author, body=body, mentions=canonical_json(mentions), created_at=now

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint
 from flask_appbuilder import BaseView
 
-from hitl.views import changes, common
+from hitl.views import common
 from hitl.views.api import ApiRoutes, CommentApiRoutes
 from hitl.views.auth import RESOURCE
 from hitl.views.changes import ChangesRoutes
@@ -52,7 +52,6 @@ class ApprovalsView(PageRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, Slac
     ) -> Blueprint:
         blueprint = super().create_blueprint(appbuilder, endpoint=endpoint, static_folder=static_folder)
         common.install(blueprint)
-        changes.install(blueprint)
         return blueprint
 
 

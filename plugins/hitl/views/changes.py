@@ -2,8 +2,7 @@
 
 ``hitl/_review_changes.html`` (the request-changes form and the rounds history, each draft diffed
 against the one before) and ``hitl/_review_comments.html`` (the thread and its form) are included by
-``review.html``; they call ``hitl_review_extras(req, reviewer)`` (a context function this module
-installs on the blueprint) for their data, so the review route needs nothing added.
+``review.html``; their data is ``review_extras`` (``hx``), computed once by the review page.
 Decisions go through ``hitl.decisions.decide``, comments through ``hitl.comments.add_comment``.
 """
 
@@ -11,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, request, url_for
+from flask import flash, redirect, request, url_for
 from flask_appbuilder import expose
 
 from hitl.decisions import DecisionError, decide
@@ -57,9 +56,10 @@ def rounds_history(store: Store, req: ApprovalRequest) -> list[dict[str, Any]]:
     return history
 
 
-def review_extras(req: ApprovalRequest, reviewer: Reviewer) -> dict[str, Any]:
-    """What the two partials show for ``req``: the rounds, the comment thread, and whether changes may be requested."""
-    store = open_store()
+def review_extras(store: Store, req: ApprovalRequest, reviewer: Reviewer) -> dict[str, Any]:
+    """What the two partials show for ``req``: the rounds, the comment thread, and whether changes may be requested.
+
+    Computed once per page by the review page (``hx``), with the page's own store."""
     can_decide = req.status == PENDING and may_decide(reviewer, req.approvers)
     self_blocked = not req.allow_self_approval and req.triggered_by == reviewer.name
     latest = store.current_for_gate(req.dag_id, req.run_id, req.gate_task_id, req.map_index)
@@ -74,14 +74,6 @@ def review_extras(req: ApprovalRequest, reviewer: Reviewer) -> dict[str, Any]:
         "revisions_left": req.revisions_left,
         "no_revisions_left": can_decide and req.max_revisions > 0 and req.revisions_left <= 0,
     }
-
-
-def install(blueprint: Blueprint) -> None:
-    """Make ``hitl_review_extras`` available to the blueprint's templates."""
-
-    @blueprint.context_processor
-    def _extras() -> dict[str, Any]:
-        return {"hitl_review_extras": review_extras}
 
 
 class ChangesRoutes:

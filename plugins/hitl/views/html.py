@@ -28,6 +28,7 @@ from hitl.identity import Reviewer, describe_approvers, may_decide
 from hitl.outputs import EDITABLE_KINDS, summarize
 from hitl.store import DECIDED, PENDING, ApprovalRequest, RequestQuery
 from hitl.views import render
+from hitl.views.changes import review_extras
 from hitl.views.common import decision_status, error_response, signed_in
 from hitl.views.limits import (
     MAX_BULK_IDS,
@@ -75,10 +76,11 @@ def _airflow_root() -> str:
 
 def _airflow_links(req: ApprovalRequest) -> dict[str, str]:
     """Airflow 3 UI routes (``dags/:dagId/runs/:runId/tasks/:taskId[/mapped/:mapIndex]``)."""
-    run = f"{_airflow_root()}/dags/{quote(req.dag_id, safe='')}/runs/{quote(req.run_id, safe='')}"
+    dag = f"{_airflow_root()}/dags/{quote(req.dag_id, safe='')}"
+    run = f"{dag}/runs/{quote(req.run_id, safe='')}"
     mapped = f"/mapped/{req.map_index}" if req.map_index >= 0 else ""
     return {
-        "dag": f"{_airflow_root()}/dags/{quote(req.dag_id, safe='')}",
+        "dag": dag,
         "run": run,
         "step": f"{run}/tasks/{quote(req.step_id, safe='')}{mapped}",
         "gate": f"{run}/tasks/{quote(req.gate_task_id, safe='')}{mapped}",
@@ -252,7 +254,6 @@ class PageRoutes:
             summarize=summarize,
             when=lambda value, seconds=False: render.when(value, zone, seconds),
             zone_name=zone[0],
-            airflow_root=_airflow_root(),
             **ctx,
         )
         resp = Response(body, status=status, mimetype="text/html")
@@ -357,6 +358,7 @@ class PageRoutes:
             overdue=bool(deadline and deadline[0] <= now),
             facts=_run_facts(req),
             links=_airflow_links(req),
+            hx=review_extras(store, req, reviewer),
             error=error,
             field_errors=field_errors or {},
             action=request.args.get("action", ""),
