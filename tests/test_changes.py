@@ -778,3 +778,43 @@ def test_hand_written_dags_read_the_feedback(configured: Store, rerun: type[Fake
 
     review = hitl.review_feedback(Gate(), {"ti": Ti()})
     assert review["feedback"] == "shorter" and review["round"] == 2 and review["rounds"][0]["draft"]["body"] == "v1"
+
+
+def test_a_simultaneous_change_request_that_cleared_the_gate_first_is_already_decided(
+    store: Store, rerun: type[FakeRerun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second click waits on the gate's row lock; by then the first cleared it: "already decided", not "stopped"."""
+    from hitl.gate_end import GateNotWaiting
+
+    first, _ = store.record_request(draft(1, approvers=[{"userId": "alice"}, {"userId": "carol"}]))
+    carol = Reviewer("carol")
+    original = FakeRerun.__enter__
+    waits: list[str] = []
+
+    def enter(self: FakeRerun) -> FakeRerun:
+        if waits:  # carol's own click: the gate is still parked for her
+            return original(self)
+        waits.append("alice")
+        decide(store, first.id, carol, "request_changes", comment="first click")  # wins while alice waits
+        raise GateNotWaiting("gate draft_email__approval is not deferred on this request", transient=False)
+
+    monkeypatch.setattr(FakeRerun, "__enter__", enter)
+    with pytest.raises(AlreadyDecided, match="changes already requested by carol"):
+        decide(store, first.id, ALICE, "request_changes", comment="second click")
+    assert store.get(first.id).comment == "first click"  # type: ignore[union-attr]
+
+
+def test_a_refusal_stays_the_answer_when_its_audit_cannot_be_written(
+    store: Store, rerun: type[FakeRerun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    first, _ = store.record_request(draft(1))
+    rerun.unavailable = "Airflow's database is not reachable"
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store, "audit", down)
+    with pytest.raises(RerunRefused, match="not reachable"):  # 503 "try again", not a raw database error
+        decide(store, first.id, ALICE, "request_changes", comment="shorter")

@@ -133,7 +133,10 @@ def decide(
         raise NotFound(f"no approval request {request_id}")
 
     def refuse(exc: DecisionError) -> DecisionError:
-        store.audit(req.id, "refused", reviewer.name, action=str(action)[:20], reason=str(exc), channel=channel)
+        try:
+            store.audit(req.id, "refused", reviewer.name, action=str(action)[:20], reason=str(exc), channel=channel)
+        except Exception as audit_exc:  # the store went down: the refusal is still the answer, not the outage
+            log.warning("request %s: could not audit a refusal (%s): %s", req.id, type(audit_exc).__name__, exc)
         return exc
 
     what = "feedback" if action == "request_changes" else "reason"
@@ -277,6 +280,10 @@ def _request_changes(
     try:
         rerun = StepRerun(req).__enter__()
     except GateNotWaiting as exc:
+        # A simultaneous change request may have cleared the gate a moment ago: that is "already decided".
+        current = store.get(req.id)
+        if current is not None and current.status != PENDING:
+            raise refuse(AlreadyDecided(already_decided_message(current))) from None
         raise refuse(RerunRefused(str(exc)) if exc.transient else GateGone(str(exc))) from None
     except RerunUnavailable as exc:
         raise refuse(RerunRefused(str(exc))) from None
