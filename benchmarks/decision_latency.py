@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
 
-from hitl_devstack import AirflowStack, free_port, fresh_postgres_database  # noqa: E402
+from hitl_devstack import AirflowStack, free_port, fresh_postgres_database, percentile  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "decision_latency.json"
 COMPONENTS = ("answer", "gate_end", "scheduling", "queueing", "start")
@@ -144,7 +144,7 @@ def stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(v for v in values if v == v) or [float("nan")]
     return {
         "median": statistics.median(ordered),
-        "p95": ordered[max(0, round(0.95 * len(ordered)) - 1)],
+        "p95": percentile(ordered, 95),
         "min": ordered[0],
         "max": ordered[-1],
         "n": len(ordered),

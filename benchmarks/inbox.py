@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from hitl_devstack import AirflowStack, free_port, fresh_postgres_database  # noqa: E402
+from hitl_devstack import AirflowStack, free_port, fresh_postgres_database, percentile  # noqa: E402
 
 NATIVE = "native_approval_latency"
 PAGE_SIZE = 50
@@ -234,7 +234,7 @@ def measure(
 
 def stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    p95 = ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
+    p95 = percentile(ordered, 95)
     return {
         "median_ms": statistics.median(ordered) * 1000,
         "p95_ms": p95 * 1000,

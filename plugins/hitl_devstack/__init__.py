@@ -102,6 +102,11 @@ def fresh_postgres_database(server_url: str, prefix: str = "hitl_tmp") -> Iterat
         admin.dispose()
 
 
+def percentile(ordered: list[float], q: int) -> float:
+    """The nearest-rank ``q``-th percentile of an ascending list (the benchmarks' one definition of p95)."""
+    return ordered[max(0, -(-q * len(ordered) // 100) - 1)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,7 +134,10 @@ def log_server_ports(port: int) -> tuple[int, int]:
     worker, trigger = (port + offset for offset in LOG_PORT_OFFSETS)
     if port_free(worker) and port_free(trigger):
         return worker, trigger
-    return free_port(), free_port()
+    while True:  # two distinct ports, each free on every address (the log servers bind 0.0.0.0)
+        worker, trigger = free_port(), free_port()
+        if worker != trigger and port_free(worker) and port_free(trigger):
+            return worker, trigger
 
 
 @dataclass

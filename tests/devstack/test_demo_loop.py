@@ -64,19 +64,25 @@ def test_the_sink_is_an_smtp_connection_airflows_provider_can_use(
     assert msg["Message-ID"] == "<fixed@hitl.local>" and msg["Date"]  # the sender's own headers are kept
 
 
-def test_log_server_ports_move_with_the_stack_port() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
-    base = 20000
-    assert log_server_ports(base) == (20713, 20714)
-    assert AirflowStack(home=Path("/nonexistent"), port=8080).env  # constructing computes them
-    a = AirflowStack(home=Path("/nonexistent"), port=base)
+def test_log_server_ports_move_with_the_stack_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hitl_devstack
+
+    monkeypatch.setattr(hitl_devstack, "port_free", lambda port: 0 < port < 65536)  # whatever this host runs
+    assert log_server_ports(20000) == (20713, 20714)
+    a = AirflowStack(home=Path("/nonexistent"), port=20000)
     assert (a.worker_log_port, a.trigger_log_port) == (20713, 20714)
-    # taken ports (or past 65535): free ones instead, never Airflow's fixed 8793/8794
-    high = log_server_ports(65000)
-    assert all(p not in (8793, 8794) and 0 < p < 65536 for p in high)
-    assert free  # the probe socket itself was free
+    # past 65535: two other free ports, never Airflow's fixed 8793/8794
+    worker, trigger = log_server_ports(65000)
+    assert worker != trigger and not {worker, trigger} & {8793, 8794, 65713, 65714}
+
+
+def test_taken_log_server_ports_are_replaced_by_two_free_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hitl_devstack
+
+    taken = {20713}
+    monkeypatch.setattr(hitl_devstack, "port_free", lambda port: 0 < port < 65536 and port not in taken)
+    worker, trigger = log_server_ports(20000)
+    assert worker != trigger and 20713 not in (worker, trigger)
 
 
 def test_the_stack_env_carries_the_log_server_ports(tmp_path: Path) -> None:
