@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hitl.notify.links import page_url
 from hitl.views.limits import (
     MAX_ID,
     BadInput,
@@ -65,18 +66,12 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _review_url(request_id: int) -> str:
-    from hitl.config import load_settings
-
-    return f"{load_settings().base_url}/pluginsv2/hitl/request/{request_id}"
-
-
 def _list(args: argparse.Namespace) -> int:
     from hitl.store import RequestQuery
 
     reqs = _store().list_requests(RequestQuery(status=args.status, dag_id=args.dag_id), limit=args.limit)
     if args.json:
-        rows = [{**r.as_dict(), "url": _review_url(r.id)} for r in reqs]
+        rows = [{**r.as_dict(), "url": page_url(r.id)} for r in reqs]
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not reqs:
@@ -92,7 +87,7 @@ def _show(args: argparse.Namespace) -> int:
     if req is None:
         print(f"no approval request {args.id}", file=sys.stderr)
         return 1
-    data: dict[str, Any] = {**req.as_dict(), "url": _review_url(req.id)}
+    data: dict[str, Any] = {**req.as_dict(), "url": page_url(req.id)}
     data["comments"] = [c.as_dict() for c in store.comments(req.id)]
     data["history"] = [
         {"event": e.event, "actor": e.actor, "at": e.at.isoformat(), "detail": e.detail} for e in store.history(req.id)

@@ -38,9 +38,9 @@ NATIVE_OPTION = "Decide on the review page"
 
 def review_page_url(request_id: int) -> str:
     """The review page of a request (no signed token: opening it needs a login, deciding needs the rules)."""
-    from hitl.config import load_settings
+    from hitl.notify.links import page_url
 
-    return f"{load_settings().base_url}/pluginsv2/hitl/request/{request_id}"
+    return page_url(request_id)
 
 
 def gate_request_id(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> int | None:

@@ -133,9 +133,9 @@ class ApprovalSensor(BaseOperator):
 
     def _log_review_url(self, request_id: int) -> None:
         try:
-            from hitl.config import load_settings
+            from hitl.notify.links import page_url
 
-            self.log.info("Review it at %s/pluginsv2/hitl/request/%s", load_settings().base_url, request_id)
+            self.log.info("Review it at %s", page_url(request_id))
         except Exception:  # only a log line
             pass
 

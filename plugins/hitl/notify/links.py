@@ -46,9 +46,15 @@ def make_token(request_id: int, action: str) -> str:
     return str(_serializer().dumps({"r": request_id, "a": action}))
 
 
+def page_url(request_id: int) -> str:
+    """The review page of a request, unsigned (the CLI, the gate's log and Review link, Required Actions)."""
+    return f"{load_settings().base_url}/pluginsv2/hitl/request/{request_id}"
+
+
 def review_url(request_id: int, action: str = "review") -> str:
+    """The review page with a signed one-click action (notifications)."""
     query = urlencode({"action": action, "t": make_token(request_id, action)})
-    return f"{load_settings().base_url}/pluginsv2/hitl/request/{request_id}?{query}"
+    return f"{page_url(request_id)}?{query}"
 
 
 def check_token(token: str, request_id: int, action: str, max_age: int = DEFAULT_MAX_AGE) -> None:
