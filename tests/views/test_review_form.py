@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from helpers import gate
+from hitl.steps.email import sent_key
 from hitl.store import APPROVED, PENDING, REJECTED, Store
 
 EMAIL = {
@@ -231,7 +232,7 @@ def test_the_reviewer_sees_why_and_what_was_done(
         b"From: Sam <sam@acme.example>\r\nTo: owner@shop.example\r\nSubject: Hello\r\n"
         b"Date: Fri, 27 Nov 2026 05:00:00 +0000\r\nMessage-ID: <1@hitl.local>\r\n\r\nHi there\r\n"
     )
-    key = f"email:outreach:manual__1:send_email:{req.map_index}"
+    key = sent_key("outreach", "manual__1", "send_email", req.map_index)
     ui_store.claim_side_effect(key, "email")
     ui_store.finish_side_effect(key, {"transport": "outbox", "message_id": "<1@hitl.local>", "path": str(eml)})
     page = page_of(as_user("alice"), req.id)
@@ -295,7 +296,7 @@ def test_headers_outside_the_outbox_are_not_read(
     secret.write_bytes(b"Subject: private\r\n\r\n")
     req, _ = ui_store.record_request(gate())
     as_user("alice").post(f"/request/{req.id}/decide", {"action": "approve"}, csrf_from="/")
-    key = f"email:outreach:manual__1:send_email:{req.map_index}"
+    key = sent_key("outreach", "manual__1", "send_email", req.map_index)
     ui_store.claim_side_effect(key, "email")
     ui_store.finish_side_effect(key, {"to": "owner@shop.example", "subject": "Hello", "path": str(secret)})
     page = page_of(as_user("alice"), req.id)
@@ -308,7 +309,7 @@ def test_recorded_headers_are_shown_in_order(as_user: Any, ui_store: Store, monk
     monkeypatch.setattr(html, "_graph", lambda req: ([], ["send_email"]))
     req, _ = ui_store.record_request(gate())
     as_user("alice").post(f"/request/{req.id}/decide", {"action": "approve"}, csrf_from="/")
-    key = f"email:outreach:manual__1:send_email:{req.map_index}"
+    key = sent_key("outreach", "manual__1", "send_email", req.map_index)
     ui_store.claim_side_effect(key, "email")
     headers = {"Content-Type": "text/plain", "Subject": "<b>Hello</b>", "To": "owner@shop.example", "From": "Sam"}
     ui_store.finish_side_effect(key, {"transport": "smtp", "headers": headers})

@@ -105,12 +105,17 @@ def _send_gmail(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
     return {"gmail_id": sent.get("id")}
 
 
+def sent_key(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
+    """The at-most-once key of the email one task instance sends (the review page reads what was sent by it)."""
+    return f"email:{dag_id}:{run_id}:{task_id}:{map_index if map_index is not None else -1}"
+
+
 def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
     from hitl.store import get_store
 
     check_sendable(config)  # before claiming: a message that cannot go out must not look like it went
     ti = context["ti"]
-    key = f"email:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{ti.map_index if ti.map_index is not None else -1}"
+    key = sent_key(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
     store = get_store()
     if not store.claim_side_effect(key, "email"):
         recorded = store.side_effect(key)

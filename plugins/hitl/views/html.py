@@ -153,10 +153,12 @@ def _sent_headers(detail: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _side_effects(req: ApprovalRequest, tasks: list[str]) -> list[dict[str, Any]]:
     """What the steps after the gate did at most once (the email step records each message it sent)."""
+    from hitl.steps.email import sent_key
+
     store = open_store()
     done = []
     for task in tasks:
-        key = f"email:{req.dag_id}:{req.run_id}:{task}:{req.map_index}"
+        key = sent_key(req.dag_id, req.run_id, task, req.map_index)
         recorded = store.side_effect(key)
         if recorded is None:
             continue
