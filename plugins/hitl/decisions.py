@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from hitl.gate_end import DirectRoute, GateNotWaiting, RerunUnavailable, StepRerun
 from hitl.identity import Reviewer, describe_approvers, may_decide
+from hitl.metrics import metrics
 from hitl.outputs import field_errors, sendable_errors
 from hitl.store import APPROVED, CHANGES_REQUESTED, PENDING, REJECTED, SUPERSEDED, ApprovalRequest, Store, utcnow
 
@@ -137,6 +138,7 @@ def decide(
             store.audit(req.id, "refused", reviewer.name, action=str(action)[:20], reason=str(exc), channel=channel)
         except Exception as audit_exc:  # the store went down: the refusal is still the answer, not the outage
             log.warning("request %s: could not audit a refusal (%s): %s", req.id, type(audit_exc).__name__, exc)
+        metrics.refused(exc.code, channel)
         return exc
 
     what = "feedback" if action == "request_changes" else "reason"
@@ -236,6 +238,7 @@ def decide(
     if overdue is not None:
         closed = store.get(req.id)
         if closed is not None:
+            metrics.decided(closed, "expiry")
             DirectRoute.end(closed)
         raise refuse(AlreadyDecided(f"request {req.id} {overdue}"))
     if not won:
@@ -252,6 +255,7 @@ def decide(
         approvals = len([v for v in store.votes(req.id) if v[1] == APPROVED])
         return Outcome(current, False, f"approval {approvals} of {req.min_approvals} recorded for request {req.id}")
     log.info("request %s %s by %s via %s", req.id, current.status, reviewer.name, channel)
+    metrics.decided(current, channel)
     ended = DirectRoute.end(current)
     if current.status == REJECTED:
         _note_rejection_on_run(current)
@@ -334,6 +338,7 @@ def _request_changes(
         if overdue is not None:
             closed = store.get(req.id)
             if closed is not None:
+                metrics.decided(closed, "expiry")
                 DirectRoute.end(closed)
             raise refuse(AlreadyDecided(f"request {req.id} {overdue}")) from None
         current = store.get(req.id)
@@ -361,6 +366,7 @@ def _request_changes(
         ", ".join(cleared),
         req.run_id,
     )
+    metrics.decided(current, channel)
     left = req.revisions_left - 1
     return Outcome(
         current,

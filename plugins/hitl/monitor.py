@@ -21,6 +21,7 @@ EXPIRY_ACTOR = "hitl:expiry"  # = hitl.store.EXPIRY_ACTOR; not imported here: th
 
 def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]]:
     """One pass over pending requests. Returns the ids acted on, per action."""
+    from hitl.metrics import metrics
     from hitl.notify import notify, notify_requested
     from hitl.store import PENDING, get_store, utcnow
 
@@ -35,8 +36,10 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
         age = (now - req.created_at).total_seconds()
         if req.overdue(now):
             with store.writing() as conn:
-                if store.close_overdue(conn, req, now):
-                    done["expired"].append(req.id)
+                closed = store.close_overdue(conn, req, now)
+            if closed:
+                done["expired"].append(req.id)
+                metrics.decided(store.get(req.id) or req, "expiry")
             continue
         if req.escalate_after is not None and req.escalated_at is None and age >= req.escalate_after:
             if store.escalate(req, now):
@@ -59,6 +62,7 @@ def sweep(store: Any = None, now: datetime | None = None) -> dict[str, list[int]
         if req is not None and req.status == PENDING:
             notify_requested(req, store=store)
             done["renotified"].append(request_id)
+    metrics.pending(store.pending_by_workflow())
     return done
 
 

@@ -73,6 +73,7 @@ class ApprovalSensor(BaseOperator):
         return ApprovedOutput(operator=self)
 
     def execute(self, context: Any) -> Any:
+        from hitl.metrics import metrics
         from hitl.store import APPROVED, PENDING, GateRequest, get_store, utcnow
 
         ti = context["ti"]
@@ -103,8 +104,10 @@ class ApprovalSensor(BaseOperator):
         self._log_review_url(req.id)
         if req.status == PENDING and req.overdue(utcnow()):
             with store.writing() as conn:
-                store.close_overdue(conn, req, utcnow())
+                closed = store.close_overdue(conn, req, utcnow())
             req = store.get(req.id) or req
+            if closed:
+                metrics.decided(req, "expiry")
         if req.status == APPROVED:
             self.log.info("Already approved by %s at %s", req.decided_by, req.decided_at)
             return req.final_output
@@ -176,6 +179,7 @@ class ApprovalSensor(BaseOperator):
             return self._timed_out(context)
 
     def _timed_out(self, context: Any) -> Any:
+        from hitl.metrics import metrics
         from hitl.store import APPROVED, PENDING, get_store, utcnow
 
         ti = context["ti"]
@@ -187,8 +191,10 @@ class ApprovalSensor(BaseOperator):
             with store.writing() as conn:
                 # The trigger's clock and ours may differ by a moment: close at the deadline or after it.
                 bound = req.deadline()
-                store.close_overdue(conn, req, max(utcnow(), bound[0]) if bound else utcnow())
+                closed = store.close_overdue(conn, req, max(utcnow(), bound[0]) if bound else utcnow())
             req = store.get(req.id) or req
+            if closed:
+                metrics.decided(req, "expiry")
         if req.status == APPROVED:  # decided in the last moment before the timeout
             return req.final_output
         return self._closed(req)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hitl.config import conf_get
+from hitl.metrics import metrics
 from hitl.store import ApprovalRequest, Comment, Store, get_store, utcnow
 
 log = logging.getLogger(__name__)
@@ -151,9 +152,11 @@ def _once(store: Store, req: ApprovalRequest, channel: str, occasion: str, send:
         reason = f"{type(exc).__name__}: {exc}"[:500]
         log.warning("hitl: %s notification for request %s failed: %s", channel, req.id, reason)
         store.audit(req.id, "notify_failed", None, channel=channel, occasion=occasion, key=key, error=reason)
+        metrics.notification(channel, sent=False)
         return f"failed: {reason}"
     store.finish_side_effect(key, detail)
     store.audit(req.id, "notified", None, channel=channel, occasion=occasion, **detail)
+    metrics.notification(channel, sent=True)
     return "sent"
 
 

@@ -210,6 +210,13 @@ class Store:
         with self.engine.connect() as conn:
             return list(conn.execute(select(found.c.dag_id).where(found.c.dag_id.is_not(None))).scalars())
 
+    def pending_by_workflow(self) -> dict[str, int]:
+        """Pending requests per workflow (the ``hitl.pending`` gauges): one grouped count over the status index."""
+        t = approval_request.c
+        counted = select(t.dag_id, func.count()).where(t.status == PENDING).group_by(t.dag_id)
+        with self.engine.connect() as conn:
+            return {dag_id: int(n) for dag_id, n in conn.execute(counted)}
+
     # -- votes and decisions ----------------------------------------------------------
     def lock_status(self, conn: Connection, request_id: int) -> str | None:
         """The request's status, with its row locked until the transaction ends.
