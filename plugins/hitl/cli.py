@@ -153,6 +153,35 @@ def _comment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_export(args: argparse.Namespace) -> int:
+    from hitl.audit_export import AuditFilter, render, rows
+
+    try:
+        which = AuditFilter(request_id=args.request, workflow=args.workflow, since=args.since, until=args.until)
+    except ValueError as exc:
+        print(f"python -m hitl audit export: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    chunks = render(rows(_store(), which), args.format)
+    if not args.output:
+        sys.stdout.writelines(chunks)
+        return 0
+    with open(args.output, "w", encoding="utf-8", newline="") as out:
+        out.writelines(chunks)
+    return 0
+
+
+def _when(name: str) -> Any:
+    def parse(text: str) -> Any:
+        from hitl.audit_export import parse_time
+
+        try:
+            return parse_time(text, name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 def _request_id(text: str) -> int:
     number = parse_id(text)
     if number is None:
@@ -222,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--body", required=True)
     p.set_defaults(func=_comment)
+
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
+    p = audit.add_parser(
+        "export", help="every audit event (what was shown, decided, by whom, with which edit) as JSON Lines or CSV"
+    )
+    p.add_argument("--request", type=_request_id, help="one request's trail")
+    p.add_argument("--workflow", help="one workflow's (DAG id) trail")
+    p.add_argument("--since", type=_when("--since"), help="events at or after this time (ISO 8601 with a zone)")
+    p.add_argument("--until", type=_when("--until"), help="events before this time (ISO 8601 with a zone)")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--output", help="write to this file (default: standard output)")
+    p.set_defaults(func=_audit_export)
     return parser
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from typing import Any
 
+import pytest
 from views.client import bearer
 
 from helpers import gate
+from hitl.decisions import NotAllowed, decide
+from hitl.identity import Reviewer
 from hitl.store import APPROVED, PENDING, Store
 
 
@@ -47,3 +53,29 @@ def test_a_browser_cookie_cannot_use_the_csrf_free_api(flask_app: Any, ui_store:
     resp = client.post(f"/hitl/api/requests/{req.id}/decision", json={"action": "approve"})
     assert resp.status_code == 401
     assert ui_store.get(req.id).status == PENDING  # type: ignore[union-attr]
+
+
+def test_api_export_is_for_admins_and_streams_the_format_asked(flask_app: Any, ui_store: Store) -> None:
+    draft, _ = ui_store.record_request(gate(dag_id="outreach"))
+    edited = draft.id
+    with pytest.raises(NotAllowed):
+        decide(ui_store, edited, Reviewer("bob", roles=frozenset({"user"})), "approve", channel="ui")
+    alice = Reviewer("alice", roles=frozenset({"user"}))
+    decide(ui_store, edited, alice, "approve", edited_output={**draft.output, "subject": "Edited"}, channel="ui")
+    rejected, _ = ui_store.record_request(gate(dag_id="billing", run_id="r2"))
+    decide(ui_store, rejected.id, alice, "reject", comment="wrong", channel="api")
+    client = flask_app.test_client()
+    refused = client.get("/hitl/api/audit", headers=bearer("alice"))
+    assert refused.status_code == 403 and refused.get_json()["code"] == "forbidden"
+    got = client.get(f"/hitl/api/audit?request={edited}", headers=bearer("admin"))
+    assert got.status_code == 200 and got.mimetype == "application/x-ndjson"
+    assert [json.loads(line)["event"] for line in got.get_data(as_text=True).splitlines()] == [
+        "requested",
+        "refused",
+        "edited",
+    ]
+    as_csv = client.get("/hitl/api/audit?workflow=billing&format=csv", headers=bearer("admin"))
+    assert as_csv.mimetype == "text/csv" and "attachment" in as_csv.headers["Content-Disposition"]
+    assert [r["event"] for r in csv.DictReader(io.StringIO(as_csv.get_data(as_text=True)))] == ["requested", "rejected"]
+    bad = client.get("/hitl/api/audit?since=yesterday", headers=bearer("admin"))
+    assert bad.status_code == 400 and "since must be an ISO 8601 time" in bad.get_json()["detail"]

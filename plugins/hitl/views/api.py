@@ -111,6 +111,45 @@ class ApiRoutes:
         return jsonify({"detail": outcome.message, "final": outcome.final, "request": outcome.request.as_dict()})
 
 
+class AuditApiRoutes:
+    """Mixed into ``ApprovalsView``: the audit trail as JSON Lines or CSV (``hitl.audit_export``); admins only.
+
+    The trail holds every workflow's drafts and decisions, so only a user whose role may decide everything
+    (Airflow's admins) may export it.
+    """
+
+    @expose("/api/audit", methods=["GET"])
+    @signed_in("api")
+    def api_audit(self, reviewer: Reviewer) -> Any:
+        """Query: request, workflow, since, until (ISO 8601 with a zone), format (jsonl | csv)."""
+        from flask import Response, stream_with_context
+
+        from hitl.audit_export import FORMATS, AuditFilter, parse_time, render, rows
+
+        if not reviewer.is_admin:
+            return error_response(403, "only admins may export the audit trail", "forbidden")
+        fmt = request.args.get("format", "jsonl")
+        if fmt not in FORMATS:
+            raise BadInput(f"format must be jsonl or csv, not {shown(fmt)!r}")
+        number = request.args.get("request")
+        try:
+            which = AuditFilter(
+                request_id=int_arg(number, "request", 0, 1, MAX_OFFSET) if number else None,
+                workflow=request.args.get("workflow") or None,
+                since=parse_time(since, "since") if (since := request.args.get("since")) else None,
+                until=parse_time(until, "until") if (until := request.args.get("until")) else None,
+            )
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        store = open_store()
+        media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
+        return Response(
+            stream_with_context(render(rows(store, which), fmt)),
+            mimetype=media,
+            headers={"Content-Disposition": f'attachment; filename="hitl-audit.{fmt}"'},
+        )
+
+
 class CommentApiRoutes:
     """Mixed into ``ApprovalsView``: a request's comments (anyone who may read it may comment)."""
 

@@ -15,7 +15,7 @@ from flask import Blueprint
 from flask_appbuilder import BaseView
 
 from hitl.views import common
-from hitl.views.api import ApiRoutes, CommentApiRoutes
+from hitl.views.api import ApiRoutes, AuditApiRoutes, CommentApiRoutes
 from hitl.views.auth import RESOURCE
 from hitl.views.changes import ChangesRoutes
 from hitl.views.common import STATUS_CODES
@@ -25,7 +25,7 @@ from hitl.views.slack import SlackRoutes
 __all__ = ["AGES", "PAGE_SIZE", "STATUS_CODES", "TABS", "ApprovalsView"]
 
 
-class ApprovalsView(PageRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, SlackRoutes, BaseView):
+class ApprovalsView(PageRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, AuditApiRoutes, SlackRoutes, BaseView):
     route_base = "/hitl"
     default_view = "inbox"
     template_folder = str(Path(__file__).parent / "templates")
