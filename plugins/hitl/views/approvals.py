@@ -20,12 +20,15 @@ from hitl.views.auth import RESOURCE
 from hitl.views.changes import ChangesRoutes
 from hitl.views.common import STATUS_CODES
 from hitl.views.html import AGES, PAGE_SIZE, TABS, PageRoutes
+from hitl.views.insights import InsightsRoutes
 from hitl.views.slack import SlackRoutes
 
 __all__ = ["AGES", "PAGE_SIZE", "STATUS_CODES", "TABS", "ApprovalsView"]
 
 
-class ApprovalsView(PageRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, AuditApiRoutes, SlackRoutes, BaseView):
+class ApprovalsView(
+    PageRoutes, InsightsRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, AuditApiRoutes, SlackRoutes, BaseView
+):
     route_base = "/hitl"
     default_view = "inbox"
     template_folder = str(Path(__file__).parent / "templates")
@@ -34,6 +37,7 @@ class ApprovalsView(PageRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, Audi
         "inbox": "read",
         "review": "read",
         "badge": "read",
+        "insights": "read",
         "decide_one": "edit",
         "bulk": "edit",
         "slack_actions": "edit",
@@ -44,6 +48,7 @@ class ApprovalsView(PageRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, Audi
         "comment_form": "read",  # anyone who may read a request may comment on it
         "api_comments": "read",
         "api_comment": "read",
+        "api_audit": "read",  # admins only, checked by the route: the trail spans every workflow
     }
     base_permissions = ["can_read", "can_edit"]
 
