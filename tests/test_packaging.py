@@ -162,7 +162,7 @@ def _declared(extras: tuple[str, ...] = (), groups: tuple[str, ...] = ()) -> lis
 
 LOCKS = {
     # lock file: what `make lock` makes it from
-    "requirements.txt": (("google", "slack", "postgres"), ("dev",)),
+    "requirements.txt": (("google", "slack", "postgres", "statsd"), ("dev",)),
     "requirements-demo.txt": ((), ()),
     "requirements-bench.txt": ((), ("bench",)),
 }
