@@ -170,6 +170,31 @@ def _audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_report(args: argparse.Namespace) -> int:
+    import json
+
+    from hitl.policy_report import report
+
+    found = report(_store(), last=args.last, dag_id=args.workflow, step_id=args.step)
+    if args.json:
+        print(json.dumps({"last": args.last, "gates": [g.as_dict() for g in found]}, indent=2))
+        return 0
+    if not found:
+        print("no human decisions yet on drafts of a gate with a policy")
+        return 0
+    for g in found:
+        rate = "-" if g.agreement is None else f"{g.agreement:.0%}"
+        print(
+            f"{g.dag_id} / {g.step_id} (rule {g.rule_hash}, {g.mode}): {g.decisions} decided by people, policy verdict"
+            f" on {g.would_decide}, agreed {g.agreed} ({rate}), would approve but rejected"
+            f" {g.approve_reject}, would reject but approved {g.reject_approve},"
+            f" reviews saved {g.saved}"
+        )
+        for d in g.disagreements:
+            print(f"  request {d['request_id']}: policy {d['policy']}, {d['decided_by']} {d['human']}")
+    return 0
+
+
 def _when(name: str) -> Any:
     def parse(text: str) -> Any:
         from hitl.audit_export import parse_time
@@ -263,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--output", help="write to this file (default: standard output)")
     p.set_defaults(func=_audit_export)
+
+    policy = sub.add_parser("policy", help="gate policies").add_subparsers(dest="policy_command", required=True)
+    p = policy.add_parser("report", help="shadow agreement: how often each gate policy agreed with the people")
+    p.add_argument("--workflow", help="one workflow (DAG id)")
+    p.add_argument("--step", help="one gated step")
+    p.add_argument("--last", type=_limit, default=200, help="the last N human decisions (default 200)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_policy_report)
     return parser
 
 

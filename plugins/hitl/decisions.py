@@ -20,6 +20,7 @@ from hitl.gate_end import DirectRoute, GateNotWaiting, RerunUnavailable, StepRer
 from hitl.identity import Reviewer, describe_approvers, may_decide
 from hitl.metrics import metrics
 from hitl.outputs import field_errors, sendable_errors
+from hitl.policy import Verdict
 from hitl.store import APPROVED, CHANGES_REQUESTED, PENDING, REJECTED, SUPERSEDED, ApprovalRequest, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -220,10 +221,12 @@ def decide(
                 conn, req.id, status=APPROVED, user=reviewer.name, comment=comment, edited_output=edited_output
             )
             final = True
+        verdict: Verdict | None = None
         if won:
             event = "rejected" if action == "reject" else ("edited" if edited_output is not None else "approved")
             if action == "approve" and not final:
                 event = "approval_vote"
+            verdict = store.verdict(req.id, conn)  # what the gate's policy would have done, beside the decision
             store.record_audit(
                 conn,
                 req.id,
@@ -233,6 +236,7 @@ def decide(
                     "channel": channel,
                     "comment": comment,
                     **({"edited_output": edited_output} if edited_output is not None else {}),
+                    **({"policy": verdict.as_dict()} if verdict is not None else {}),
                 },
             )
     if overdue is not None:
@@ -256,6 +260,8 @@ def decide(
         return Outcome(current, False, f"approval {approvals} of {req.min_approvals} recorded for request {req.id}")
     log.info("request %s %s by %s via %s", req.id, current.status, reviewer.name, channel)
     metrics.decided(current, channel)
+    if verdict is not None:
+        metrics.policy(verdict, human=human_outcome(current))
     ended = DirectRoute.end(current)
     if current.status == REJECTED:
         _note_rejection_on_run(current)
@@ -375,6 +381,64 @@ def _request_changes(
         f"feedback and its new draft will be a new request ({left} change request{'s' if left != 1 else ''} left)",
         True,
     )
+
+
+def human_outcome(req: ApprovalRequest) -> str:
+    """A human's closing decision in the policy's terms: approve, reject, edited or changes (for agreement)."""
+    if req.status == APPROVED:
+        return "edited" if req.edited_output is not None else "approve"
+    if req.status == REJECTED:
+        return "reject"
+    return "changes" if req.status == CHANGES_REQUESTED else req.status
+
+
+def policy_actor(req: ApprovalRequest) -> str:
+    """Who a policy decision is by, in the history and the audit: ``policy:<gate task id>``."""
+    return f"policy:{req.gate_task_id}"
+
+
+def decide_by_policy(store: Store, req: ApprovalRequest, verdict: Verdict) -> Outcome:
+    """Write an enforced policy's decision, as a decision like any other: audited, "already decided" after it.
+
+    Called by the gate itself (``ApprovalSensor.execute``) right after it records the draft, so nothing else ends
+    the gate: the sensor returns the approved output or skips. A policy never approves what a human could not
+    (the same sendability checks), never under a quorum, never after a change request in this run (``held``:
+    the store sets it when the verdict is recorded), and never a request that is not pending.
+    """
+    actor = policy_actor(req)
+    if not verdict.acts:
+        raise NotAllowed(f"the policy may not decide request {req.id}: {verdict.describe()}")
+    action: Action = "approve" if verdict.decision == "approve" else "reject"
+    if action == "approve":
+        if req.min_approvals > 1:  # also held by the store; checked again where the decision is written
+            raise NotAllowed(f"a policy never approves under a quorum of {req.min_approvals}")
+        problems = sendable_errors(req.output_kind, req.output)
+        if problems:
+            raise InvalidEdit({k: f"cannot be acted on as it is: {v}" for k, v in problems.items()})
+    comment = f"{verdict.rule} matched (rule {verdict.rule_hash})"
+    with store.writing() as conn:
+        status = store.lock_status(conn, req.id)
+        won = False
+        if status == PENDING and not req.overdue(utcnow()):
+            status_to = APPROVED if action == "approve" else REJECTED
+            store.add_vote(conn, req.id, actor, status_to)
+            won = store.close_request(conn, req.id, status=status_to, user=actor, comment=comment, edited_output=None)
+        if won:
+            store.record_audit(
+                conn,
+                req.id,
+                "approved" if action == "approve" else "rejected",
+                actor,
+                {"channel": "policy", "comment": comment, "policy": verdict.as_dict()},
+            )
+        current = store.get_in(conn, req.id)
+    assert current is not None
+    if not won:
+        raise AlreadyDecided(already_decided_message(current))
+    log.info("request %s %s by %s (%s)", req.id, current.status, actor, verdict.describe())
+    metrics.decided(current, "policy")
+    metrics.policy(verdict, human=None)
+    return Outcome(current, True, f"request {req.id} {current.status} by {actor}: {comment}")
 
 
 class _NotWritten(Exception):

@@ -54,6 +54,7 @@ def gate_options(step: StepSpec, owner: str | None, notify: dict[str, Any]) -> A
         notify=notify,
         owner=owner,
         max_revisions=g.max_revisions,
+        policy=g.policy,
     )
 
 

@@ -8,7 +8,10 @@ one through ``ApprovalSensor``'s keyword arguments. The sensor hands it to the s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hitl.policy import GatePolicy
 
 MAX_REVISIONS = 20  # the most rounds of "request changes" a gate may allow
 
@@ -31,8 +34,14 @@ class GateOptions:
     owner: str | None = None
     poll_interval: float | None = None  # the trigger's safety poll; None: ``[hitl] poll_interval``
     max_revisions: int = 3  # how many times a reviewer may send the draft back with feedback (0: never)
+    # Rules that decide the draft (mode enforce) or record what they would have decided (shadow): hitl.policy.
+    # A mapping as in a spec (``{"approveWhen": ..., "mode": ...}``) is parsed here, so a bad rule fails the DAG file.
+    policy: GatePolicy | None = None
 
     def __post_init__(self) -> None:
+        from hitl.policy import coerce
+
+        object.__setattr__(self, "policy", coerce(self.policy))
         if not isinstance(self.min_approvals, int) or self.min_approvals < 1:
             raise ValueError(f"min_approvals must be a whole number >= 1, not {self.min_approvals!r}")
         if not isinstance(self.max_revisions, int) or isinstance(self.max_revisions, bool):
@@ -49,7 +58,9 @@ class GateOptions:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, e.g. for a log line or a JSON answer."""
-        return asdict(self)
+        values = asdict(self)
+        values["policy"] = dict(self.policy.raw) if self.policy is not None else None
+        return values
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from hitl.store.insights import OLDEST_AGE, PENDING_AGES, InsightRows, read
 
-OUTCOMES = ("approved", "edited", "rejected", "changes_requested", "expired", "timed_out")
+OUTCOMES = ("approved", "edited", "rejected", "changes_requested", "expired", "timed_out", "by_policy")
 OUTCOME_WORDS = {
     "approved": "Approved",
     "edited": "Approved (edited)",
@@ -25,16 +25,19 @@ OUTCOME_WORDS = {
     "changes_requested": "Changes requested",
     "expired": "Expired",
     "timed_out": "Timed out",
+    "by_policy": "By policy",
 }
 WINDOWS = (7, 30, 90)
 
 
-def outcome(status: str, edited: bool, expired: bool) -> str:
-    """The outcome word of a closed request from its stored status and flags."""
+def outcome(status: str, edited: bool, by: str) -> str:
+    """The outcome word of a closed request from its stored status, edit flag and who closed it."""
+    if by == "policy":
+        return "by_policy"
     if status == "approved":
         return "edited" if edited else "approved"
     if status == "rejected":
-        return "expired" if expired else "rejected"
+        return "expired" if by == "expiry" else "rejected"
     return status
 
 
@@ -131,8 +134,8 @@ def figures(rows: InsightRows, *, start: datetime, days: int) -> Insights:
     quorum: Counter[str] = Counter()
     escalated: Counter[str] = Counter()
     revisions = approvals = 0
-    for day, status, edited, expired, is_quorum, was_escalated, n, revision_sum in rows.decided:
-        name = outcome(status, edited, expired)
+    for day, status, edited, by, is_quorum, was_escalated, n, revision_sum in rows.decided:
+        name = outcome(status, edited, by)
         by_day[day][name] += n
         totals[name] += n
         if is_quorum:
@@ -154,7 +157,7 @@ def figures(rows: InsightRows, *, start: datetime, days: int) -> Insights:
         trend.append((day, percentile(values, 50), percentile(values, 90)))
     reviewers: dict[str, Counter[str]] = defaultdict(Counter)
     for name, status, edited, n in rows.reviewers:
-        reviewers[name][outcome(status, edited, False)] += n
+        reviewers[name][outcome(status, edited, "human")] += n
     ranked = sorted(reviewers.items(), key=lambda item: (-sum(item[1].values()), item[0]))
     labels = [label for label, _ in PENDING_AGES] + [OLDEST_AGE]
     return Insights(

@@ -18,6 +18,12 @@ StatsD) get the tags ``workflow``, ``outcome``, ``channel``:
 - ``hitl.decision_refused.<code>`` (counter): a refused decision (``already_decided``, ``not_allowed``, ``stale``, ...).
 - ``hitl.pending`` and ``hitl.workflow.<workflow>.pending`` (gauges): pending requests, sent by each monitor sweep.
 - ``hitl.notification.<sent|failed>.<channel>`` (counter): one notification attempt.
+- ``hitl.policy.verdict.<approve|reject|none>.<shadow|enforce>`` (counter): a gate policy's verdict on a new draft.
+- ``hitl.policy.decision.<approve|reject>`` (counter): an enforced policy decided a draft (also
+  ``hitl.decision.<outcome>.policy``).
+- ``hitl.policy.agreement`` and ``hitl.policy.disagreement`` (counters): a human decided a draft the policy had a
+  verdict on, the same way or not; ``hitl.policy.disagreement.<verdict>_<human>`` says which way (the one that
+  matters: ``approve_reject``, the policy would have sent what a human refused).
 
 The README's "Metrics" section is the table operators read.
 
@@ -32,9 +38,12 @@ import logging
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hitl.store import APPROVED, CHANGES_REQUESTED, EXPIRY_ACTOR, REJECTED, TIMED_OUT, ApprovalRequest
+
+if TYPE_CHECKING:
+    from hitl.policy import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +141,25 @@ class Metrics:
         """One notification attempt's result on one channel."""
         result = "sent" if sent else "failed"
         self._send("incr", f"hitl.notification.{result}.{part(channel)}", 1, {"channel": channel, "result": result})
+
+    def verdict(self, verdict: Verdict, workflow: str) -> None:
+        """A gate policy's verdict on a new draft (shadow or enforced)."""
+        tags = {"workflow": workflow, "mode": verdict.mode, "verdict": verdict.decision}
+        self._send("incr", f"hitl.policy.verdict.{part(verdict.decision)}.{part(verdict.mode)}", 1, tags)
+
+    def policy(self, verdict: Verdict, *, human: str | None) -> None:
+        """An enforced policy decided (``human`` None), or a human decided a draft the policy had a verdict on."""
+        if human is None:
+            self._send("incr", f"hitl.policy.decision.{part(verdict.decision)}", 1, {"mode": verdict.mode})
+            return
+        if verdict.decision == "none":
+            return
+        tags = {"verdict": verdict.decision, "human": human, "mode": verdict.mode}
+        if verdict.decision == human:
+            self._send("incr", "hitl.policy.agreement", 1, tags)
+            return
+        self._send("incr", "hitl.policy.disagreement", 1, tags)
+        self._send("incr", f"hitl.policy.disagreement.{part(verdict.decision)}_{part(human)}", 1, tags)
 
 
 metrics = Metrics()

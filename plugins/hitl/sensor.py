@@ -94,13 +94,17 @@ class ApprovalSensor(BaseOperator):
                 summary=summarize(output, kind),
                 options=self.options,
                 triggered_by=getattr(dag_run, "triggering_user_name", None),
+                verdict=self._verdict(context, output) if self.options.policy is not None else None,
             )
         )
         if created:
             self.log.info("Approval request %s recorded for %s (%s): %s", req.id, self.step_id, kind, req.summary)
-            self._notify(req)
         else:
             self.log.info("Approval request %s already exists for this output (status %s)", req.id, req.status)
+        if self.options.policy is not None and req.status == PENDING:
+            req = self._apply_policy(store, req, created)
+        if created and req.status == PENDING:
+            self._notify(req)
         self._log_review_url(req.id)
         if req.status == PENDING and req.overdue(utcnow()):
             with store.writing() as conn:
@@ -114,6 +118,53 @@ class ApprovalSensor(BaseOperator):
         if req.status != PENDING:
             return self._closed(req)
         self._defer(req.id, req, context)
+
+    def _verdict(self, context: Any, output: Any) -> Any:
+        """The policy's verdict on this draft; a rule that cannot be evaluated leaves it to a human, never fails."""
+        from hitl.policy import Verdict
+
+        policy = self.options.policy
+        assert policy is not None
+        ti = context["ti"]
+        try:
+            values = {
+                "output": output,
+                "steps": {step: {"output": ti.xcom_pull(task_ids=step)} for step in policy.steps_read()},
+                "params": dict(context.get("params") or {}),
+            }
+            map_index = ti.map_index if ti.map_index is not None else -1
+            return policy.verdict(values, sample_key=f"{ti.dag_id}|{ti.run_id}|{ti.task_id}|{map_index}")
+        except Exception as exc:  # an XCom that cannot be read, say: a human reviews
+            reason = f"undecided: {type(exc).__name__}: {exc}"[:300]
+            return Verdict(decision="none", rule=None, rule_hash=policy.rule_hash, mode=policy.mode, reason=reason)
+
+    def _apply_policy(self, store: Any, req: Any, created: bool) -> Any:
+        """Log (and count) the verdict; an enforced one that may act decides the request here, as the policy."""
+        from hitl.decisions import DecisionError, decide_by_policy
+        from hitl.metrics import metrics
+
+        verdict = store.verdict(req.id)
+        if verdict is None:  # recorded before the gate had a policy
+            return req
+        if created:
+            self.log.info("Gate policy on request %s: %s", req.id, verdict.describe())
+            metrics.verdict(verdict, req.dag_id)
+        if not verdict.acts:
+            return req
+        try:
+            outcome = decide_by_policy(store, req, verdict)
+        except DecisionError as exc:  # e.g. an output no one could act on: a human sees it, with the reason
+            self.log.warning("The gate policy did not decide request %s: %s; a reviewer decides", req.id, exc)
+            return store.get(req.id) or req
+        self.log.info("%s", outcome.message)
+        if self.options.policy is not None and self.options.policy.notify:
+            try:
+                from hitl.notify import notify
+
+                notify(outcome.request, "policy_decided", list(outcome.request.approvers), store=store)
+            except Exception as exc:
+                self.log.warning("Notifying approvers of the policy decision on %s failed: %s", req.id, exc)
+        return outcome.request
 
     def _defer(self, request_id: int, req: Any, context: Any = None) -> None:
         from hitl.native import publish

@@ -16,9 +16,11 @@ DEFAULT_FROM = "Airflow approvals <noreply@localhost>"
 
 
 def _subject(req: ApprovalRequest, occasion: str) -> str:
-    prefix = {"requested": "Approval needed", "escalated": "Escalated: approval needed"}.get(
-        occasion, "Reminder: approval needed"
-    )
+    prefix = {
+        "requested": "Approval needed",
+        "escalated": "Escalated: approval needed",
+        "policy_decided": f"{req.status.capitalize()} by policy",
+    }.get(occasion, "Reminder: approval needed")
     # One header line whatever a scraped page or a draft put in the summary.
     return " ".join(f"[{prefix}] {req.dag_id} / {req.step_id}: {req.summary}".split())[:250]
 
@@ -32,6 +34,14 @@ def send_email(req: ApprovalRequest, occasion: str, approvers: Sequence[dict[str
         raise Skip("no email address for the approvers or the owner")
     review, approve, reject, summary = message_text(req)
     e = html.escape
+    if occasion == "policy_decided":  # nothing to decide: say what the policy did and where to read why
+        body = (
+            f"<p><strong>{e(req.dag_id)}</strong>, step <strong>{e(req.step_id)}</strong> (run {e(req.run_id)}) was"
+            f" {e(req.status)} by {e(req.decided_by or 'its policy')}: {e(req.comment or '')}.</p><p>{e(summary)}</p>"
+            f'<p><a href="{e(review)}">See the request and its history</a></p>'
+        )
+        smtp_send(to, _subject(req, occasion), body)
+        return {"to": to}
     body = (
         f"<p><strong>{e(req.dag_id)}</strong> is waiting for your review at step <strong>{e(req.step_id)}</strong>"
         f" (run {e(req.run_id)}).</p><p>{e(summary)}</p>"

@@ -51,9 +51,11 @@ def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[
     from hitl.notify import message_text
 
     review, approve, reject, summary = message_text(req)
-    title = {"requested": "Approval needed", "escalated": "Escalated: approval needed"}.get(
-        occasion, "Reminder: approval needed"
-    )
+    title = {
+        "requested": "Approval needed",
+        "escalated": "Escalated: approval needed",
+        "policy_decided": f"{req.status.capitalize()} by policy",
+    }.get(occasion, "Reminder: approval needed")
     # Every value is escaped: a step's output (a scraped page title, say) must not become a link or a ping.
     dag_id, step_id, run_id, summary = (escape(v) for v in (req.dag_id, req.step_id, req.run_id, summary))
     text = _fit(f"{title}: {dag_id} / {step_id}: {summary}", SECTION_CHARS)
@@ -72,7 +74,9 @@ def blocks_for(req: ApprovalRequest, occasion: str, interactive: bool) -> tuple[
             element["value"] = str(req.id)
         return element
 
-    if interactive:  # Slack calls our action endpoint
+    if occasion == "policy_decided":
+        buttons = []
+    elif interactive:  # Slack calls our action endpoint
         buttons = [button(APPROVE, req.approve_label, style="primary"), button(REJECT, "Reject", style="danger")]
         if req.revisions_left > 0:  # asks for feedback in a modal, like Reject
             buttons.append(button(CHANGES, "Request changes"))

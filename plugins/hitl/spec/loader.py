@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -50,6 +50,10 @@ from hitl.spec.schema import (
     duration_seconds,
     parse_start_date,
 )
+from hitl.steps import output_kind
+
+if TYPE_CHECKING:
+    from hitl.policy import GatePolicy
 
 __all__ = [
     "GATE_SUFFIX",
@@ -119,6 +123,8 @@ class GateSpec:
     escalate_to: list[dict[str, str]] = field(default_factory=list)
     expire_after: int | None = None
     max_revisions: int = 3
+    raw_policy: Any = None  # checked and parsed after every step is known (_check_policies)
+    policy: GatePolicy | None = None
 
 
 @dataclass
@@ -441,6 +447,7 @@ def _load(path: Path, result: LoadedSpec) -> None:
         steps.append(checked)
 
     _check_links(check, steps, ids, declared)
+    _check_policies(check, steps, ids, set(params) if isinstance(params, dict) else set())
     _check_task_ids(check, steps, raw_steps)
     result.errors = check.finish()
     if not check.errors:
@@ -548,6 +555,7 @@ def _gate(check: _Checker, cond: Conditions, i: int) -> GateSpec | None:
         escalate_to=[a.as_dict() for a in cond.escalateTo],
         expire_after=durations["expireAfter"],
         max_revisions=cond.maxRevisions,
+        raw_policy=cond.policy,
     )
 
 
@@ -599,6 +607,41 @@ def _check_links(check: _Checker, steps: list[StepSpec], ids: dict[str, int], de
                 state[nxt] = 1
                 trail.append(nxt)
                 stack.append(iter(sorted(edges[nxt])))
+
+
+def _check_policies(check: _Checker, steps: list[StepSpec], ids: dict[str, int], params: set[str]) -> None:
+    """Parse each gate's policy against what it may read: the gated output, the steps before it, the params."""
+    from hitl.policy import GatePolicy, PolicyError, Shapes
+
+    gated = [s for s in steps if s.gate is not None and s.gate.raw_policy is not None]
+    if not gated:
+        return
+    parents: dict[str, set[str]] = {s.id: set(s.refs) for s in steps}
+    for step in steps:
+        if step.next_step:
+            parents.setdefault(step.next_step, set()).add(step.id)
+    kinds = {s.id: output_kind(s.type, s.config) if s.type in STEP_CONFIGS else None for s in steps}
+    for step in gated:
+        assert step.gate is not None
+        earlier: set[str] = {step.id}
+        todo = [step.id]
+        while todo:
+            for parent in parents.get(todo.pop(), ()):
+                if parent not in earlier and parent in kinds:
+                    earlier.add(parent)
+                    todo.append(parent)
+        shapes = Shapes(
+            gated_kind=kinds[step.id],
+            earlier={s: kinds[s] for s in earlier},
+            params=frozenset(str(p) for p in params),
+            later=frozenset(kinds) - earlier,
+        )
+        prefix: KeyPath = ("steps", ids[step.id], "next", "conditions", "policy")
+        try:
+            step.gate.policy = GatePolicy.parse(step.gate.raw_policy, shapes)
+        except PolicyError as exc:
+            for path, message in exc.errors:
+                check.error((*prefix, *path), message)
 
 
 def _check_task_ids(check: _Checker, steps: list[StepSpec], raw_steps: list[Any]) -> None:

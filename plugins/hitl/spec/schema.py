@@ -104,6 +104,8 @@ class Conditions(Strict):
     maxRevisions: int = Field(
         default=3, ge=0, le=20, description="how many times a reviewer may request changes (0: never)"
     )
+    # Kept raw: checked by hitl.policy against the steps before the gate (in the loader), with key paths below it.
+    policy: Any = Field(default=None, description="rules that decide (enforce) or shadow the review: hitl.policy")
 
     @field_validator("timeout", "remindAfter", "escalateAfter", "expireAfter")
     @classmethod

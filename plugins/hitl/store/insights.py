@@ -31,8 +31,8 @@ OLDEST_AGE = "over 7 days"
 class InsightRows:
     """What the database answered; ``hitl.insights`` turns it into figures."""
 
-    # (day "YYYY-MM-DD", status, edited, expired, quorum, escalated, count, sum of revisions)
-    decided: list[tuple[str, str, bool, bool, bool, bool, int, int]]
+    # (day "YYYY-MM-DD", status, edited, by (human | expiry | policy), quorum, escalated, count, sum of revisions)
+    decided: list[tuple[str, str, bool, str, bool, bool, int, int]]
     # (day, seconds from request to decision) of every human decision in the window
     durations: list[tuple[str, float]]
     # (reviewer, status, edited, count)
@@ -73,15 +73,20 @@ def read(
     decided = [t.decided_at >= since, t.status.in_(DECIDED), *scope]
     day = _day(engine).label("day")
     edited = (t.edited_output.is_not(None)).label("edited")
-    expired = (t.decided_by == EXPIRY_ACTOR).label("expired")
+    by = case(
+        (t.decided_by == EXPIRY_ACTOR, "expiry"),
+        (func.coalesce(t.decided_by, "").like("policy:%"), "policy"),
+        else_="human",
+    ).label("by")
     quorum = (t.min_approvals > 1).label("quorum")
     escalated = (t.escalated_at.is_not(None)).label("escalated")
     by_day = (
-        select(day, t.status, edited, expired, quorum, escalated, func.count(), func.sum(t.revision))
+        select(day, t.status, edited, by, quorum, escalated, func.count(), func.sum(t.revision))
         .where(*decided)
-        .group_by(day, t.status, edited, expired, quorum, escalated)
+        .group_by(day, t.status, edited, by, quorum, escalated)
     )
-    human = and_(*decided, t.status != "timed_out", not_(func.coalesce(t.decided_by, "").like("hitl:%")))
+    actor = func.coalesce(t.decided_by, "")
+    human = and_(*decided, t.status != "timed_out", not_(actor.like("hitl:%")), not_(actor.like("policy:%")))
     durations = select(day, _seconds(engine)).where(human)
     reviewers = (
         select(t.decided_by, t.status, edited, func.count())
@@ -98,7 +103,7 @@ def read(
     with engine.connect() as conn:
         return InsightRows(
             decided=[
-                (str(r[0]), r[1], bool(r[2]), bool(r[3]), bool(r[4]), bool(r[5]), int(r[6]), int(r[7] or 0))
+                (str(r[0]), r[1], bool(r[2]), str(r[3]), bool(r[4]), bool(r[5]), int(r[6]), int(r[7] or 0))
                 for r in conn.execute(by_day)
             ],
             durations=[(str(d), max(0.0, float(s or 0.0))) for d, s in conn.execute(durations)],

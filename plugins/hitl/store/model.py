@@ -15,6 +15,7 @@ from sqlalchemy import and_, false, or_, select
 
 from hitl.gate import GateOptions
 from hitl.identity import Reviewer
+from hitl.policy import Verdict
 from hitl.store.schema import approval_request, request_approver
 
 PENDING, APPROVED, REJECTED, SUPERSEDED = "pending", "approved", "rejected", "superseded"
@@ -63,6 +64,7 @@ class GateRequest:
     map_index: int = -1
     try_number: int = 1
     triggered_by: str | None = None
+    verdict: Verdict | None = None  # the gate policy's, recorded with the request (hitl.policy)
 
     def columns(self) -> dict[str, Any]:
         """Column values for ``hitl_approval_request`` (JSON fields as canonical JSON text)."""

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hitl.policy import Verdict
 from hitl.store.engine import make_engines
 from hitl.store.model import (
     CHANGES_REQUESTED,
@@ -37,9 +38,30 @@ from hitl.store.model import (
     human_duration,
     utcnow,
 )
-from hitl.store.schema import approval_request, approval_vote, audit_event, comment, request_approver, side_effect
+from hitl.store.schema import (
+    approval_request,
+    approval_vote,
+    audit_event,
+    comment,
+    policy_verdict,
+    request_approver,
+    side_effect,
+)
 
 NOTIFY_CHANNEL = "hitl_decision"
+
+
+def verdict_of(row: Any) -> Verdict:
+    m = row._mapping
+    return Verdict(
+        decision=m["decision"],
+        rule=m["rule"],
+        rule_hash=m["rule_hash"],
+        mode=m["mode"],
+        reason=m["reason"],
+        sampled=bool(m["sampled"]),
+        held=m["held"],
+    )
 
 
 class Store:
@@ -118,6 +140,8 @@ class Store:
                     **({"revision": revision, "previous_request_id": previous} if previous is not None else {}),
                 },
             )
+            if gate.verdict is not None:
+                self._record_verdict(conn, new_id, gate, revision, now)
             if latest is not None and latest.status == PENDING:
                 conn.execute(
                     update(approval_request)
@@ -128,6 +152,42 @@ class Store:
                 self.notify_decided(conn, latest.id)
             row = conn.execute(select(approval_request).where(approval_request.c.id == new_id)).one()
         return ApprovalRequest.from_row(row), True
+
+    def _record_verdict(
+        self, conn: Connection, request_id: int, gate: GateRequest, revision: int, now: datetime
+    ) -> None:
+        """The policy's verdict beside its request, held where a policy may never act (quorum, a change request)."""
+        verdict = gate.verdict
+        assert verdict is not None
+        if verdict.decision != "none" and gate.options.min_approvals > 1 and verdict.decision == "approve":
+            verdict = verdict.holding(f"the gate needs {gate.options.min_approvals} approvals")
+        if verdict.decision != "none" and revision > 1:
+            verdict = verdict.holding(f"draft {revision}: a reviewer asked for changes in this run")
+        conn.execute(
+            insert(policy_verdict).values(
+                request_id=request_id,
+                dag_id=gate.dag_id,
+                mode=verdict.mode,
+                decision=verdict.decision,
+                rule=verdict.rule,
+                rule_hash=verdict.rule_hash,
+                sampled=verdict.sampled,
+                held=(verdict.held or "")[:250] or None,
+                reason=verdict.reason[:500],
+                at=now,
+            )
+        )
+        self.record_audit(conn, request_id, "policy_verdict", f"policy:{gate.gate_task_id}", verdict.as_dict())
+
+    def verdict(self, request_id: int, conn: Connection | None = None) -> Verdict | None:
+        """The gate policy's verdict on a request, or None when its gate has no policy."""
+        query = select(policy_verdict).where(policy_verdict.c.request_id == request_id)
+        if conn is not None:
+            row = conn.execute(query).first()
+        else:
+            with self.engine.connect() as c:
+                row = c.execute(query).first()
+        return None if row is None else verdict_of(row)
 
     @staticmethod
     def _current_query(dag_id: str, run_id: str, gate_task_id: str, map_index: int) -> Any:
@@ -171,7 +231,12 @@ class Store:
 
     def get(self, request_id: int) -> ApprovalRequest | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(approval_request).where(approval_request.c.id == request_id)).first()
+            return self.get_in(conn, request_id)
+
+    @staticmethod
+    def get_in(conn: Connection, request_id: int) -> ApprovalRequest | None:
+        """The request as this transaction sees it (after its own writes)."""
+        row = conn.execute(select(approval_request).where(approval_request.c.id == request_id)).first()
         return ApprovalRequest.from_row(row) if row else None
 
     def list_requests(

@@ -127,3 +127,21 @@ side_effect = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("detail", Text, nullable=False, default="{}"),
 )
+
+# 0008: what a gate's policy decided, or would have decided (shadow mode), about one draft: one row per request,
+# written with the request. Beside every human decision, so shadow agreement is one join (hitl.policy_report).
+policy_verdict = Table(
+    "hitl_policy_verdict",
+    metadata,
+    Column("request_id", Integer, ForeignKey("hitl_approval_request.id"), primary_key=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("mode", String(16), nullable=False),  # shadow | enforce
+    Column("decision", String(16), nullable=False),  # approve | reject | none
+    Column("rule", String(32)),  # approveWhen | rejectWhen: the rule that matched
+    Column("rule_hash", String(64), nullable=False),
+    Column("sampled", Boolean, nullable=False, default=False),
+    Column("held", String(250)),  # why an enforced policy may not act on this draft (quorum, a change request)
+    Column("reason", String(500), nullable=False, default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_hitl_policy_verdict_dag", "dag_id", "request_id"),
+)

@@ -150,6 +150,26 @@ class AuditApiRoutes:
         )
 
 
+class PolicyApiRoutes:
+    """Mixed into ``ApprovalsView``: shadow agreement of gate policies (the insights page's figures, as JSON)."""
+
+    @expose("/api/policy", methods=["GET"])
+    @signed_in("api")
+    def api_policy(self, reviewer: Reviewer) -> Any:
+        """Query: workflow, step, last (human decisions to read, default 200)."""
+        from hitl.policy_report import DEFAULT_LAST, report
+        from hitl.store.policy_reads import MAX_LAST
+
+        last = int_arg(request.args.get("last"), "last", DEFAULT_LAST, 1, MAX_LAST)
+        found = report(
+            open_store(),
+            last=last,
+            dag_id=request.args.get("workflow") or None,
+            step_id=request.args.get("step") or None,
+        )
+        return jsonify({"last": last, "gates": [g.as_dict() for g in found]})
+
+
 class CommentApiRoutes:
     """Mixed into ``ApprovalsView``: a request's comments (anyone who may read it may comment)."""
 

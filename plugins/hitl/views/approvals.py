@@ -15,7 +15,7 @@ from flask import Blueprint
 from flask_appbuilder import BaseView
 
 from hitl.views import common
-from hitl.views.api import ApiRoutes, AuditApiRoutes, CommentApiRoutes
+from hitl.views.api import ApiRoutes, AuditApiRoutes, CommentApiRoutes, PolicyApiRoutes
 from hitl.views.auth import RESOURCE
 from hitl.views.changes import ChangesRoutes
 from hitl.views.common import STATUS_CODES
@@ -27,7 +27,15 @@ __all__ = ["AGES", "PAGE_SIZE", "STATUS_CODES", "TABS", "ApprovalsView"]
 
 
 class ApprovalsView(
-    PageRoutes, InsightsRoutes, ChangesRoutes, ApiRoutes, CommentApiRoutes, AuditApiRoutes, SlackRoutes, BaseView
+    PageRoutes,
+    InsightsRoutes,
+    ChangesRoutes,
+    ApiRoutes,
+    CommentApiRoutes,
+    AuditApiRoutes,
+    PolicyApiRoutes,
+    SlackRoutes,
+    BaseView,
 ):
     route_base = "/hitl"
     default_view = "inbox"
@@ -49,6 +57,7 @@ class ApprovalsView(
         "api_comments": "read",
         "api_comment": "read",
         "api_audit": "read",  # admins only, checked by the route: the trail spans every workflow
+        "api_policy": "read",
     }
     base_permissions = ["can_read", "can_edit"]
 

@@ -353,6 +353,7 @@ class PageRoutes:
             diff=diff,
             preview=preview,
             history=store.history(req.id),
+            verdict=store.verdict(req.id),
             approvals=approvals,
             voted=any(v[0] == reviewer.name for v in votes),
             deadline=deadline,

@@ -40,6 +40,9 @@ class InsightsRoutes:
                 headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
             )
         series = [(name, OUTCOME_WORDS[name]) for name in OUTCOMES]
+        from hitl.policy_report import DEFAULT_LAST, report
+
+        policies = report(store, last=DEFAULT_LAST, dag_id=workflow)
         return self._page(  # type: ignore[attr-defined]
             "insights.html",
             reviewer=reviewer,
@@ -60,4 +63,6 @@ class InsightsRoutes:
                 charts.duration,
             ),
             duration=charts.duration,
+            policies=policies,
+            policy_last=DEFAULT_LAST,
         )
