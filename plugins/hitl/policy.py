@@ -380,7 +380,7 @@ class Shapes:
         fields = KNOWN_FIELDS.get(kind or "")
         if fields is None or not rest:
             if not rest and fields is not None and op not in ("exists",):
-                return f"{where} is a {kind} output (a mapping of {', '.join(fields)}): compare one of its fields"
+                return f"{where} is {kind} output (a mapping of {', '.join(fields)}): compare one of its fields"
             return None
         name = rest[0]
         if name not in fields:
@@ -388,7 +388,8 @@ class Shapes:
 
             close = suggest(name, list(fields))
             hint = f" (did you mean {close!r}?)" if close else f" (fields: {', '.join(fields)})"
-            return f"a {kind} output has no field {name!r}{hint}"
+            article = "an" if (kind or "x")[0] in "aeiou" else "a"
+            return f"{article} {kind} output has no field {name!r}{hint}"
         kind_of = fields[name]
         if len(rest) > 1 and kind_of == TEXT:
             return f"{where}.{name} is text: it has no part {rest[1]!r}"

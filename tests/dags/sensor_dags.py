@@ -48,3 +48,26 @@ with DAG("sensor_taskflow", schedule=None, catchup=False) as sensor_taskflow:
     )
     drafted >> review
     deliver(review.output)
+
+
+# Gate policies (tests/test_policy_gate.py): score -> draft -> gate with a policy reading the score -> send.
+def score(dag_run: Any) -> dict[str, Any]:
+    return {"confidence": float((dag_run.conf or {}).get("confidence", 0.5))}
+
+
+CONFIDENT = {"path": "steps.score.output.confidence", "gte": 0.9}
+POLICY_DAGS = {
+    "policy_enforce": {"policy": {"mode": "enforce", "approveWhen": CONFIDENT}},
+    "policy_shadow": {"policy": {"approveWhen": CONFIDENT}},
+    "policy_reject": {"policy": {"mode": "enforce", "rejectWhen": {"path": "output.subject", "equals": "Hello"}}},
+    "policy_sampled": {"policy": {"mode": "enforce", "approveWhen": CONFIDENT, "sample": 1}},
+}
+for dag_id, extra in POLICY_DAGS.items():
+    with DAG(dag_id, schedule=None, catchup=False) as dag:
+        scored = PythonOperator(task_id="score", python_callable=score)
+        step = PythonOperator(task_id="draft", python_callable=draft)
+        gate = ApprovalSensor(
+            task_id="draft__approval", step_id="draft", approvers=[{"userId": "alice"}], poll_interval=0.1, **extra
+        )
+        scored >> step >> gate >> PythonOperator(task_id="send", python_callable=send)
+    globals()[dag_id] = dag
