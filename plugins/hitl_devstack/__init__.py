@@ -384,13 +384,15 @@ class AirflowStack:
                 time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f}s; see {self.home}/logs/dag-processor.out")
 
-    def trigger(self, dag_id: str, conf: dict[str, object] | None = None, user: str = "admin") -> str:
+    def trigger(
+        self, dag_id: str, conf: dict[str, object] | None = None, user: str = "admin", run_id: str | None = None
+    ) -> str:
         """Trigger a run with a run id of our own, so a retried POST cannot create a second run."""
         import urllib.error
         from datetime import UTC, datetime
 
         now = datetime.now(UTC)
-        run_id = f"manual__{now.isoformat()}"
+        run_id = run_id or f"manual__{now.isoformat()}"
         body = {"dag_run_id": run_id, "logical_date": now.isoformat(), "conf": conf or {}}
         try:
             self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body, user=user)
