@@ -155,3 +155,28 @@ def test_a_broken_backend_is_dropped_not_raised(sqlite_store: Store) -> None:
 def test_name_parts_and_outcomes() -> None:
     assert part("team.a/outreach v2") == "team_a_outreach_v2"
     assert part("") == "_"
+
+
+def test_policy_verdicts_decisions_and_disagreements(statsd: StatsdListener, sqlite_store: Store) -> None:
+    from hitl.decisions import decide_by_policy
+    from hitl.metrics import metrics
+    from hitl.policy import GatePolicy
+
+    policy = GatePolicy.parse({"mode": "enforce", "approveWhen": {"path": "output.to", "matches": "shop"}})
+    verdict = policy.verdict({"output": gate().output, "steps": {}, "params": {}}, sample_key="k")
+    auto, _ = sqlite_store.record_request(gate(run_id="auto", verdict=verdict))
+    metrics.verdict(verdict, auto.dag_id)  # the sensor counts each new draft's verdict
+    decide_by_policy(sqlite_store, auto, verdict)
+    statsd.wait_for("airflow.hitl.policy.verdict.approve.enforce")
+    statsd.wait_for("airflow.hitl.policy.decision.approve")
+    statsd.wait_for("airflow.hitl.decision.approved.policy")
+
+    shadow = GatePolicy.parse({"approveWhen": {"path": "output.to", "matches": "shop"}})
+    seen = shadow.verdict({"output": gate().output, "steps": {}, "params": {}}, sample_key="k")
+    first, _ = sqlite_store.record_request(gate(run_id="agree", verdict=seen))
+    decide(sqlite_store, first.id, ALICE, "approve")
+    statsd.wait_for("airflow.hitl.policy.agreement")
+    second, _ = sqlite_store.record_request(gate(run_id="disagree", verdict=seen))
+    decide(sqlite_store, second.id, ALICE, "reject", comment="off-tone")
+    statsd.wait_for("airflow.hitl.policy.disagreement")
+    statsd.wait_for("airflow.hitl.policy.disagreement.approve_reject")
