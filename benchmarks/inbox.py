@@ -1,9 +1,10 @@
-"""The inbox at scale: 10,000 pending + 100,000 decided requests, beside Airflow's own HITL list in the same run.
+"""The inbox and insights at scale: 10,000 pending + 100,000 decided requests, beside Airflow's own HITL list.
 
 One real api-server serves both over HTTP on loopback; every figure is the wall time of an HTTP
 GET measured by the client (the response read in full), n per endpoint, all endpoints
 interleaved round-robin so both sides see the same machine load. Goal: p95 <= 50 ms for each
-of ours.
+of ours. The insights page (four grouped queries over the window, charts drawn on the server), its CSV and the
+policy agreement API are measured on the same 100,000 decided requests (a quarter with a shadow policy's verdict).
 
 - Airflow's metadata DB (SQLite) gets the same counts of ApprovalOperator requests: copies of one
   real parked request (dag run, task instance, hitl_detail), bulk INSERTs; the decided ones answered.
@@ -109,7 +110,7 @@ def fill_ours(store_url: str, pending: int, decided: int) -> None:
     from sqlalchemy import insert, text
 
     from hitl.store import Store, approver_rows, canonical_json, content_hash
-    from hitl.store.schema import approval_request, request_approver
+    from hitl.store.schema import approval_request, policy_verdict, request_approver
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     store = Store(store_url)
@@ -119,7 +120,7 @@ def fill_ours(store_url: str, pending: int, decided: int) -> None:
     body = "Hi there,\n\n" + "Local shops like yours lose sales when the queue gets long at the till. " * 4
     with store.writing() as conn:
         for start in range(0, pending + decided, 2000):
-            rows, approvers = [], []
+            rows, approvers, verdicts = [], [], []
             for i in range(start, min(start + 2000, pending + decided)):
                 output = {
                     "from": "Sam <sam@acme.example>",
@@ -158,8 +159,25 @@ def fill_ours(store_url: str, pending: int, decided: int) -> None:
                     }
                 )
                 approvers += [{"request_id": i + 1, "kind": k, "value": v} for k, v in approver_rows(who)]
+                if i % 4 == 0:  # a quarter of the gates have a shadow policy: its verdict beside the request
+                    verdicts.append(
+                        {
+                            "request_id": i + 1,
+                            "dag_id": f"outreach_{i % WORKFLOWS}",
+                            "mode": "shadow",
+                            "decision": ("approve", "reject", "none")[i % 3],
+                            "rule": None,
+                            "rule_hash": "0123456789ab",
+                            "sampled": False,
+                            "held": None,
+                            "reason": "",
+                            "at": created,
+                        }
+                    )
             conn.execute(insert(approval_request), rows)
             conn.execute(insert(request_approver), approvers)
+            if verdicts:
+                conn.execute(insert(policy_verdict), verdicts)
         if store.dialect == "postgresql":
             conn.execute(
                 text("SELECT setval(pg_get_serial_sequence('hitl_approval_request', 'id'), :n)"),
@@ -187,6 +205,10 @@ def endpoints(base: str, pending: int, decided: int) -> list[tuple[str, str, str
         ("ours", "review page (pending request)", f"{hitl}/request/{one_pending}"),
         ("ours", "review page (decided request)", f"{hitl}/request/{pending + decided // 2}"),
         ("ours", "badge (count, JSON)", f"{hitl}/badge"),
+        ("ours", "insights, all workflows, 30 days", f"{hitl}/insights"),
+        ("ours", "insights, one workflow, 90 days", f"{hitl}/insights?workflow=outreach_7&days=90"),
+        ("ours", "insights CSV, all workflows, 90 days", f"{hitl}/insights?days=90&format=csv"),
+        ("ours", "policy agreement (JSON API, last 200)", f"{hitl}/api/policy?workflow=outreach_7"),
         (
             "ours",
             f"JSON API, history offset {(deep - 1) * PAGE_SIZE}",
