@@ -155,3 +155,14 @@ def test_store_down_is_one_line_and_exit_3(url: str, args: tuple[str, ...]) -> N
     line = one_line_error(out)
     assert out.returncode == 3 and line.startswith("the decision store is unavailable")
     assert "secret" not in line
+
+
+def test_validate_without_a_path_checks_the_configured_specs_folder(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "open_quote.yaml").write_text('id: x\nowner: "me\nsteps:\n  - id: a\n    type: python\n')
+    env = {**os.environ, "AIRFLOW__HITL__SPECS_FOLDER": str(specs)}
+    out = subprocess.run([sys.executable, "-m", "hitl", "validate"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 1
+    assert out.stdout.startswith(f"{specs / 'open_quote.yaml'}:2: YAML syntax error"), out.stdout
+    assert "1 spec(s) checked, 1 invalid" in out.stderr

@@ -37,7 +37,7 @@ EXIT_REFUSED, EXIT_USAGE, EXIT_STORE_DOWN, EXIT_INTERNAL = 1, 2, 3, 4
 def _validate(args: argparse.Namespace) -> int:
     from hitl.spec.loader import load_specs, spec_files
 
-    paths = [Path(p) for p in args.paths] or [Path("workflow_specs")]
+    paths = [Path(p) for p in args.paths] or [default_specs_folder()]
     missing = [p for p in paths if not p.exists()]
     for p in missing:
         print(f"{p}: no such file or folder", file=sys.stderr)
@@ -53,6 +53,14 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{item.path}: ok ({item.spec.id if item.spec else '?'}, {len(item.steps)} steps)")
     print(f"{len(files)} spec(s) checked, {bad} invalid", file=sys.stderr)
     return 1 if bad or missing or not files else 0
+
+
+def default_specs_folder() -> Path:
+    """What ``validate`` checks without a path: ``[hitl] specs_folder`` (as the DAG file), else ./workflow_specs."""
+    from hitl.config import conf_get
+
+    configured = conf_get("hitl", "specs_folder", "")
+    return Path(configured) if configured else Path("workflow_specs")
 
 
 def _store() -> Any:
@@ -207,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check workflow specs; exit 1 when any is invalid")
-    p.add_argument("paths", nargs="*", help="spec files or folders (default: workflow_specs/)")
+    p.add_argument(
+        "paths", nargs="*", help="spec files or folders (default: [hitl] specs_folder, else workflow_specs/)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.set_defaults(func=_validate)
 

@@ -442,6 +442,9 @@ def _load(path: Path, result: LoadedSpec) -> None:
 
     _check_links(check, steps, ids, declared)
     _check_task_ids(check, steps, raw_steps)
+    if check.errors:  # keys a quote left open swallowed are missing: say where that quote opens
+        for late in parsed.late_quotes:
+            check.error(late.path, late.message(), late.opened)
     result.errors = check.finish()
     if not check.errors:
         result.spec = spec
