@@ -178,6 +178,21 @@ def _audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _roles_sync(args: argparse.Namespace) -> int:
+    from hitl.fab_roles import NotFab, run
+
+    try:
+        changes = run(
+            dag_ids=args.dag or [], all_dags=args.all_dags, reader=args.reader_role, decider=args.decider_role
+        )
+    except NotFab as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    for change in changes:
+        print(change.line())
+    return 0
+
+
 def _when(name: str) -> Any:
     def parse(text: str) -> Any:
         from hitl.audit_export import parse_time
@@ -261,6 +276,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--body", required=True)
     p.set_defaults(func=_comment)
+
+    roles = sub.add_parser("roles", help="FabAuthManager: the reviewer roles").add_subparsers(
+        dest="roles_command", required=True
+    )
+    p = roles.add_parser(
+        "sync",
+        help="create or update the roles ApprovalReader (read, comment) and ApprovalDecider (also decide) with"
+        " exactly the permissions reviewing needs",
+    )
+    p.add_argument(
+        "--dag",
+        action="append",
+        metavar="DAG_ID",
+        help="also let both roles read this DAG's runs, task instances and outputs (repeatable)",
+    )
+    p.add_argument("--all-dags", action="store_true", help="the same for every DAG")
+    p.add_argument("--reader-role", default="ApprovalReader", help="the reading role's name (default: %(default)s)")
+    p.add_argument("--decider-role", default="ApprovalDecider", help="the deciding role's name (default: %(default)s)")
+    p.set_defaults(func=_roles_sync)
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
     p = audit.add_parser(
