@@ -79,3 +79,14 @@ def test_a_secret_env_variant_is_left_to_airflow(tmp_path: Path) -> None:
     got = _probe(tmp_path, AIRFLOW__HITL__EMAIL_FROM_SECRET="hitl_email_from")
     assert got["ours"]["hitl.email_from"] == got["theirs"]["hitl.email_from"]
     assert got["imported"] is True
+
+
+def test_the_airflow_defaults_it_knows_are_airflows() -> None:
+    probe = (
+        "import json; from airflow.configuration import conf; from hitl.config import AIRFLOW_DEFAULTS;"
+        "print(json.dumps([[s, k, v, conf.get_default_value(s, k) or ''] for (s, k), v in AIRFLOW_DEFAULTS.items()]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    for section, key, ours, theirs in json.loads(out.stdout.strip().splitlines()[-1]):
+        assert ours == theirs, f"[{section}] {key}: Airflow's default is {theirs!r}, hitl.config says {ours!r}"

@@ -115,15 +115,16 @@ def _decide(args: argparse.Namespace, action: str) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     edited = None
+    store = _store()
     if getattr(args, "output_json", None):
         try:
-            edited = check_edit(loads_json(args.output_json, what="--output-json"), what="--output-json")
+            edited = _edit_over_draft(store, args.id, loads_json(args.output_json, what="--output-json"))
         except BadInput as exc:
             print(f"invalid edit: {exc}", file=sys.stderr)
             return EXIT_USAGE
     try:
         outcome = decide(
-            _store(),
+            store,
             args.id,
             lookup_reviewer(args.user),
             action,  # type: ignore[arg-type]
@@ -139,6 +140,19 @@ def _decide(args: argparse.Namespace, action: str) -> int:
         return EXIT_REFUSED
     print(outcome.message)
     return 0
+
+
+def _edit_over_draft(store: Any, request_id: int, given: Any) -> dict[str, Any] | None:
+    """``--output-json``: the fields given replace the draft's, the others are kept (an edit of one field is
+    ``'{"subject": "..."}'``, not the whole output retyped). A field set to null is removed."""
+    if not isinstance(given, dict):
+        return check_edit(given, what="--output-json")  # refused there, with the reason
+    req = store.get(request_id)
+    draft = req.output if req is not None and isinstance(req.output, dict) else {}
+    merged = {**draft, **given}
+    for key in [k for k, v in given.items() if v is None]:
+        merged.pop(key)
+    return check_edit(merged, what="--output-json")
 
 
 def _comment(args: argparse.Namespace) -> int:
@@ -218,6 +232,24 @@ def _limit(text: str) -> int:
     return int(text)
 
 
+_EPILOG = """\
+every command (each has --help):
+  validate [PATH ...]                      check specs (default: [hitl] specs_folder)
+  db upgrade                               migrate the decision store
+  approvals list [--status S] [--json]     list requests
+  approvals show ID                        one request as JSON
+  approvals approve ID --user U [--comment C] [--output-json '{"field": "new value"}']
+  approvals reject ID --user U --reason R
+  approvals request-changes ID --user U --feedback F
+  approvals comment ID --user U --body B
+  roles sync [--dag DAG_ID ...] [--all-dags]   FabAuthManager reviewer roles
+  audit export [--request ID | --workflow DAG_ID] [--since T] [--until T] [--format jsonl|csv]
+
+exit codes: 0 done, 1 refused or not found, 2 bad input, 3 the decision store (or Airflow's database) is
+unavailable, 4 anything else (HITL_DEBUG=1 shows the traceback), 141 the reader of the output went away
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (the usage itself is one ``--help`` away)."""
 
@@ -226,7 +258,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m hitl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="python -m hitl",
+        description="Validate specs, migrate the decision store, list, decide and comment on approvals.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check workflow specs; exit 1 when any is invalid")
@@ -237,12 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_validate)
 
     db = sub.add_parser("db", help="the decision store's schema").add_subparsers(dest="db_command", required=True)
-    db.add_parser("upgrade", help="apply migrations").set_defaults(func=_db_upgrade)
+    db.add_parser("upgrade", help="apply the decision store's migrations (idempotent)").set_defaults(func=_db_upgrade)
 
     ap = sub.add_parser("approvals", help="list and decide approval requests").add_subparsers(
         dest="approvals_command", required=True
     )
-    p = ap.add_parser("list")
+    p = ap.add_parser("list", help="requests by status (default: pending), newest first")
     p.add_argument(
         "--status",
         default="pending",
@@ -252,16 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_limit, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_list)
-    p = ap.add_parser("show")
+    p = ap.add_parser("show", help="one request as JSON: output, approvers, comments, history")
     p.add_argument("id", type=_request_id)
     p.set_defaults(func=_show)
-    p = ap.add_parser("approve")
+    p = ap.add_parser("approve", help="approve a request (--output-json: edit and approve)")
     p.add_argument("id", type=_request_id)
     p.add_argument("--user", required=True)
     p.add_argument("--comment")
-    p.add_argument("--output-json", help="Edit & Approve: the full edited output as JSON")
+    p.add_argument(
+        "--output-json",
+        help="Edit & Approve: a JSON object of the fields to change (the others stay as drafted; null removes one)",
+    )
     p.set_defaults(func=lambda a: _decide(a, "approve"))
-    p = ap.add_parser("reject")
+    p = ap.add_parser("reject", help="reject a request: the steps after the gate are skipped")
     p.add_argument("id", type=_request_id)
     p.add_argument("--user", required=True)
     p.add_argument("--reason", required=True)
@@ -315,9 +355,13 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in ("hitl", "airflow"):  # the CLI prints its own one-line results
         logging.getLogger(name).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        args = build_parser().parse_args(argv)
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _pipe_closed()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -330,6 +374,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_STORE_DOWN
         print(f"error: {type(exc).__name__}: {_first_line(exc)} (HITL_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as shell tools do (128 + SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is left in stdout's buffer goes nowhere at exit
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,9 +14,15 @@ def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
 
 
-# Options whose default in Airflow's own config differs from the fallback the plugin passes: when neither an env
-# var nor airflow.cfg sets them, only Airflow knows the value.
-_AIRFLOW_DEFAULTS = {("core", "auth_manager"), ("core", "simple_auth_manager_users"), ("api", "secret_key")}
+# Airflow's own defaults (config_templates/config.yml) for the options the plugin reads outside [hitl], when
+# neither an env var nor airflow.cfg sets them (tests/test_config.py checks them against Airflow's). The API
+# secret key has no fixed default (Airflow generates one): for it Airflow is asked.
+AIRFLOW_DEFAULTS = {
+    ("core", "auth_manager"): "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    ("core", "simple_auth_manager_users"): "admin:admin",
+    ("api", "base_url"): "",
+}
+_ONLY_AIRFLOW_KNOWS = {("api", "secret_key")}
 
 
 def conf_get(section: str, key: str, fallback: str) -> str:
@@ -26,7 +32,7 @@ def conf_get(section: str, key: str, fallback: str) -> str:
     three or four plain values, so the env var and airflow.cfg are read here directly, as Airflow reads
     them (``AIRFLOW_CONFIG`` or ``$AIRFLOW_HOME/airflow.cfg``, env vars in the value expanded). Airflow is
     asked only where it adds something: a ``_cmd`` or ``_secret`` variant of the option, or an option whose
-    Airflow default is not ``fallback``.
+    Airflow default is generated (``[api] secret_key``).
     """
     env = os.environ.get(f"AIRFLOW__{section.upper()}__{key.upper()}")
     if env is not None:
@@ -34,8 +40,10 @@ def conf_get(section: str, key: str, fallback: str) -> str:
     if "airflow.configuration" in sys.modules:  # loaded already (a component, a task): it is the authority
         return _airflow_conf_get(section, key, fallback)
     found = _from_cfg_file(section, key)
-    if found is _ASK_AIRFLOW or _has_variant(section, key) or (found is None and (section, key) in _AIRFLOW_DEFAULTS):
+    if found is _ASK_AIRFLOW or _has_variant(section, key) or (found is None and (section, key) in _ONLY_AIRFLOW_KNOWS):
         return _airflow_conf_get(section, key, fallback)
+    if found is None:
+        found = AIRFLOW_DEFAULTS.get((section, key), "")
     return found if isinstance(found, str) and found else fallback
 
 
