@@ -207,6 +207,18 @@ def _roles_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor_install(args: argparse.Namespace) -> int:
+    from hitl.monitor_install import InstallRefused, install
+
+    try:
+        path, how = install(Path(args.dags_folder) if args.dags_folder else None, force=args.force)
+    except InstallRefused as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"{path}: {how} (the hitl_monitor DAG: one run a day, a sweep every [hitl] monitor_interval_seconds)")
+    return 0
+
+
 def _when(name: str) -> Any:
     def parse(text: str) -> Any:
         from hitl.audit_export import parse_time
@@ -243,6 +255,7 @@ every command (each has --help):
   approvals request-changes ID --user U --feedback F
   approvals comment ID --user U --body B
   roles sync [--dag DAG_ID ...] [--all-dags]   FabAuthManager reviewer roles
+  monitor install [--dags-folder PATH]     the hitl_monitor DAG file, for DAGs without specs
   audit export [--request ID | --workflow DAG_ID] [--since T] [--until T] [--format jsonl|csv]
 
 exit codes: 0 done, 1 refused or not found, 2 bad input, 3 the decision store (or Airflow's database) is
@@ -335,6 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader-role", default="ApprovalReader", help="the reading role's name (default: %(default)s)")
     p.add_argument("--decider-role", default="ApprovalDecider", help="the deciding role's name (default: %(default)s)")
     p.set_defaults(func=_roles_sync)
+
+    monitor = sub.add_parser("monitor", help="the hitl_monitor DAG (reminders, escalation, expiry)").add_subparsers(
+        dest="monitor_command", required=True
+    )
+    p = monitor.add_parser(
+        "install", help="write its DAG file into the DAGs folder (for DAGs without specs, a pip-only install)"
+    )
+    p.add_argument("--dags-folder", help="where to write hitl_monitor.py (default: [core] dags_folder)")
+    p.add_argument("--force", action="store_true", help="replace a hitl_monitor.py this command did not write")
+    p.set_defaults(func=_monitor_install)
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
     p = audit.add_parser(

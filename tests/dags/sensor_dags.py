@@ -48,3 +48,14 @@ with DAG("sensor_taskflow", schedule=None, catchup=False) as sensor_taskflow:
     )
     drafted >> review
     deliver(review.output)
+
+
+with DAG("sensor_reminded", schedule=None, catchup=False) as sensor_reminded:  # a time bound, and no monitor
+    bounded_gate = ApprovalSensor(
+        task_id="draft__approval",
+        step_id="draft",
+        approvers=[{"userId": "alice"}],
+        poll_interval=0.1,
+        remind_after=3600,
+    )
+    PythonOperator(task_id="draft", python_callable=draft) >> bounded_gate
