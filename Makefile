@@ -89,6 +89,8 @@ wheel:
 
 # The wheel, installed into a fresh venv with Airflow (the runtime lock), passes the end-to-end tests from that
 # install: HITL_TEST_FROM_INSTALL=1 keeps the checkout's plugins/ off every path (only the dev-stack harness is used).
+# test_operators_install.py follows docs/operators.md there (FabAuthManager, roles sync, monitor install, a
+# hand-written DAG); it runs only here (about a minute), not in `make test`.
 WHEEL_VENV := build/wheel-venv
 wheel-e2e: wheel
 	rm -rf $(WHEEL_VENV)
@@ -96,9 +98,9 @@ wheel-e2e: wheel
 	$(WHEEL_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(WHEEL_VENV)/bin/python -m pip install --quiet -r requirements-demo.txt
 	$(WHEEL_VENV)/bin/python -m pip install --quiet -c requirements-demo.txt dist/*.whl
-	$(WHEEL_VENV)/bin/python -m pip install --quiet -c requirements.txt pytest pytest-timeout
+	$(WHEEL_VENV)/bin/python -m pip install --quiet -c requirements.txt pytest pytest-timeout aiosmtpd
 	HITL_TEST_FROM_INSTALL=1 $(WHEEL_VENV)/bin/python -m pytest -o pythonpath=tests $(PYTEST_ARGS) \
-		tests/e2e/test_outreach_e2e.py tests/e2e/test_gate_guard_e2e.py
+		tests/e2e/test_outreach_e2e.py tests/e2e/test_gate_guard_e2e.py tests/e2e/test_operators_install.py
 
 # Regenerate the locks from pyproject.toml with uv (in its own throwaway venv under build/). Existing pins are kept
 # unless asked: `make lock LOCK_ARGS=--upgrade` or `LOCK_ARGS="--upgrade-package apache-airflow-providers-google"`.
