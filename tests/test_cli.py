@@ -255,3 +255,9 @@ def test_commands_that_do_not_need_airflow_do_not_import_it(sqlite_store: Store,
         [sys.executable, "-c", IMPORTS_PROBE, *argv], capture_output=True, text=True, env=env, cwd=REPO
     )
     assert out.stdout.splitlines()[-1] == "AIRFLOW_NOT_LOADED 0", out.stdout[-1000:] + out.stderr[-2000:]
+
+
+def test_a_comment_naming_nobody_says_so(cli, sqlite_store: Store) -> None:  # type: ignore[no-untyped-def]
+    req, _ = sqlite_store.record_request(gate())
+    code, out, _ = cli("approvals", "comment", str(req.id), "--user", "alice", "--body", "@bobb can you check?")
+    assert code == 0 and out == f"comment 1 added to request {req.id}; no user @bobb: not notified (left as text)"

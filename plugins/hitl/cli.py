@@ -170,8 +170,7 @@ def _comment(args: argparse.Namespace) -> int:
     except DecisionError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_REFUSED
-    told = f"; mentioned {', '.join(comment.mentions)}" if comment.mentions else ""
-    print(f"comment {comment.id} added to request {args.id}{told}")
+    print(f"comment {comment.id} added to request {args.id}{comment.told()}")
     return 0
 
 
