@@ -255,6 +255,8 @@ class PageRoutes:
             describe_approvers=describe_approvers,
             json_tree=render.json_tree,
             summarize=summarize,
+            status_words=render.status_words,
+            channel_words=render.channel_words,
             when=lambda value, seconds=False: render.when(value, zone, seconds),
             zone_name=zone[0],
             **ctx,
