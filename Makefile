@@ -46,8 +46,10 @@ venv: $(VENV)/.installed
 demo-venv: $(VENV)/.installed-demo
 bench-venv: $(VENV)/.installed-bench
 
-# HITL_PORT (8080) moves the UI and Airflow's log servers with it (8793/8794 -> port+713/714); HITL_DEMO_SITE_PORT
-# (8765) moves the bakery site, and the example's default prospect URL follows it. Mail lands in .airflow/outbox/.
+# HITL_PORT (8080) moves the UI and Airflow's log servers with it (8793/8794 -> port+713/714, or set
+# HITL_WORKER_LOG_PORT / HITL_TRIGGER_LOG_PORT); HITL_DEMO_SITE_PORT (8765) moves the bakery site, and the example's
+# default prospect URL follows it; HITL_MAIL_PORT fixes the mail sink's port (default: any free one). Mail lands in
+# .airflow/outbox/. AIRFLOW__* variables of your shell are passed on, or named when the demo sets its own.
 demo: demo-venv
 	$(PY) scripts/demo.py
 
