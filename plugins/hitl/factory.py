@@ -83,7 +83,7 @@ def upstream_gates(steps: list[StepSpec]) -> dict[str, set[str]]:
 
 
 def build_dag(loaded: LoadedSpec) -> Any:
-    from airflow.sdk import DAG, Param
+    from airflow.sdk import DAG
 
     from hitl.sensor import ApprovalSensor
     from hitl.steps.operator import StepOperator
@@ -99,7 +99,7 @@ def build_dag(loaded: LoadedSpec) -> Any:
         start_date=start,
         catchup=False,
         tags=["hitl", *spec.tags],
-        params={k: Param(v) for k, v in spec.params.items()},
+        params={k: _param(v) for k, v in spec.params.items()},
         default_args={"owner": spec.owner},
         doc_md=f"Built from workflow spec `{loaded.path.name}` by the hitl DAG factory.",
     )
@@ -257,6 +257,16 @@ def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> d
     if target is not None:
         target.update(dags)
     return dags
+
+
+def _param(value: Any) -> Any:
+    """A spec param as Airflow's ``Param``: its description, type and bounds reach the Trigger form."""
+    from airflow.sdk import Param
+
+    from hitl.spec.params import param_kwargs
+
+    default, kwargs = param_kwargs(value)
+    return Param(default, **kwargs)
 
 
 def monitor_file_beside(dag_file: str) -> bool:
