@@ -46,8 +46,10 @@ venv: $(VENV)/.installed
 demo-venv: $(VENV)/.installed-demo
 bench-venv: $(VENV)/.installed-bench
 
-# HITL_PORT (8080) moves the UI and Airflow's log servers with it (8793/8794 -> port+713/714); HITL_DEMO_SITE_PORT
-# (8765) moves the bakery site, and the example's default prospect URL follows it. Mail lands in .airflow/outbox/.
+# HITL_PORT (8080) moves the UI and Airflow's log servers with it (8793/8794 -> port+713/714, or set
+# HITL_WORKER_LOG_PORT / HITL_TRIGGER_LOG_PORT); HITL_DEMO_SITE_PORT (8765) moves the bakery site, and the example's
+# default prospect URL follows it; HITL_MAIL_PORT fixes the mail sink's port (default: any free one). Mail lands in
+# .airflow/outbox/. AIRFLOW__* variables of your shell are passed on, or named when the demo sets its own.
 demo: demo-venv
 	$(PY) scripts/demo.py
 
@@ -89,6 +91,8 @@ wheel:
 
 # The wheel, installed into a fresh venv with Airflow (the runtime lock), passes the end-to-end tests from that
 # install: HITL_TEST_FROM_INSTALL=1 keeps the checkout's plugins/ off every path (only the dev-stack harness is used).
+# test_operators_install.py follows docs/operators.md there (FabAuthManager, roles sync, monitor install, a
+# hand-written DAG); it runs only here (about a minute), not in `make test`.
 WHEEL_VENV := build/wheel-venv
 wheel-e2e: wheel
 	rm -rf $(WHEEL_VENV)
@@ -96,9 +100,9 @@ wheel-e2e: wheel
 	$(WHEEL_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(WHEEL_VENV)/bin/python -m pip install --quiet -r requirements-demo.txt
 	$(WHEEL_VENV)/bin/python -m pip install --quiet -c requirements-demo.txt dist/*.whl
-	$(WHEEL_VENV)/bin/python -m pip install --quiet -c requirements.txt pytest pytest-timeout
+	$(WHEEL_VENV)/bin/python -m pip install --quiet -c requirements.txt pytest pytest-timeout aiosmtpd
 	HITL_TEST_FROM_INSTALL=1 $(WHEEL_VENV)/bin/python -m pytest -o pythonpath=tests $(PYTEST_ARGS) \
-		tests/e2e/test_outreach_e2e.py tests/e2e/test_gate_guard_e2e.py
+		tests/e2e/test_outreach_e2e.py tests/e2e/test_gate_guard_e2e.py tests/e2e/test_operators_install.py
 
 # Regenerate the locks from pyproject.toml with uv (in its own throwaway venv under build/). Existing pins are kept
 # unless asked: `make lock LOCK_ARGS=--upgrade` or `LOCK_ARGS="--upgrade-package apache-airflow-providers-google"`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import gate
+from hitl.cli import build_parser
 from hitl.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,3 +157,107 @@ def test_store_down_is_one_line_and_exit_3(url: str, args: tuple[str, ...]) -> N
     line = one_line_error(out)
     assert out.returncode == 3 and line.startswith("the decision store is unavailable")
     assert "secret" not in line
+
+
+def test_validate_without_a_path_checks_the_configured_specs_folder(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "open_quote.yaml").write_text('id: x\nowner: "me\nsteps:\n  - id: a\n    type: python\n')
+    env = {**os.environ, "AIRFLOW__HITL__SPECS_FOLDER": str(specs)}
+    out = subprocess.run([sys.executable, "-m", "hitl", "validate"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 1
+    assert out.stdout.startswith(f"{specs / 'open_quote.yaml'}:2: YAML syntax error"), out.stdout
+    assert "1 spec(s) checked, 1 invalid" in out.stderr
+
+
+def test_output_json_changes_only_the_fields_given(cli, sqlite_store: Store) -> None:  # type: ignore[no-untyped-def]
+    req, _ = sqlite_store.record_request(gate())
+    code, _, err = cli("approvals", "approve", str(req.id), "--user", "alice", "--output-json", '{"body": null}')
+    assert code == 1 and err == "invalid edit: body is required"  # null removes a field: the edit check sees it
+    code, out, _ = cli("approvals", "approve", str(req.id), "--user", "alice", "--output-json", '{"subject": "New"}')
+    assert code == 0 and out.startswith(f"request {req.id} approved by alice; "), out
+    edited = sqlite_store.get(req.id).edited_output  # type: ignore[union-attr]
+    assert edited == {**req.output, "subject": "New"}  # from, to and body as drafted
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[str]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [" ".join(prefix)]
+    return [c for name, p in subs[0].choices.items() for c in _leaf_commands(p, (*prefix, name))]
+
+
+def test_help_lists_every_command_and_each_subcommand_has_a_line() -> None:
+    parser = build_parser()
+    leaves = _leaf_commands(parser)
+    assert {"validate", "db upgrade", "approvals approve", "roles sync", "audit export"} <= set(leaves)
+    top = parser.format_help()
+    missing = [leaf for leaf in leaves if f"  {leaf} " not in top and not top.rstrip().endswith(leaf)]
+    assert not missing, f"python -m hitl --help does not list {missing}"
+    out = subprocess.run(
+        [sys.executable, "-m", "hitl", "approvals", "--help"], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    for leaf in (leaf for leaf in leaves if leaf.startswith("approvals ")):
+        line = next((ln for ln in out.stdout.splitlines() if ln.split()[:1] == [leaf.split()[1]]), "")
+        assert len(line.split()) > 1, f"approvals --help gives {leaf!r} no description: {out.stdout}"
+
+
+def test_piping_into_head_ends_quietly(sqlite_store: Store) -> None:
+    for i in range(300):  # far more than a pipe's buffer holds
+        sqlite_store.record_request(gate(run_id=f"manual__{i}"))
+    env = {**os.environ, "AIRFLOW__HITL__STORE_URL": sqlite_store.url}
+    env.pop("HITL_DEBUG", None)
+    out = subprocess.run(
+        f"{sys.executable} -m hitl approvals list --json | head -n 3",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        executable="/bin/bash",
+    )
+    assert out.stdout.splitlines()[0] == "[" and len(out.stdout.splitlines()) == 3
+    assert out.stderr == "", out.stderr  # no BrokenPipeError, no "Exception ignored"
+
+
+IMPORTS_PROBE = """
+import sys
+from hitl.cli import main
+code = main(sys.argv[1:])
+print("AIRFLOW_LOADED" if "airflow" in sys.modules else "AIRFLOW_NOT_LOADED", code)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("validate", "workflow_specs"),
+        ("approvals", "list"),
+        ("approvals", "list", "--json"),
+        ("approvals", "show", "{id}"),
+        ("approvals", "comment", "{id}", "--user", "alice", "--body", "looks good"),
+        ("audit", "export", "--request", "{id}"),
+    ],
+    ids=lambda a: "-".join(a[:2]),
+)
+def test_commands_that_do_not_need_airflow_do_not_import_it(sqlite_store: Store, args: tuple[str, ...]) -> None:
+    # Importing Airflow is about a second on an idle machine; reading a request or a spec needs none of it.
+    req, _ = sqlite_store.record_request(gate())
+    env = {
+        **os.environ,
+        "AIRFLOW__HITL__STORE_URL": sqlite_store.url,
+        "AIRFLOW__HITL__SECRET_KEY": "a-test-signing-key-0123456789",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:user",
+        "PYTHONPATH": str(REPO / "plugins"),
+    }
+    argv = [a.format(id=req.id) for a in args]
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORTS_PROBE, *argv], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert out.stdout.splitlines()[-1] == "AIRFLOW_NOT_LOADED 0", out.stdout[-1000:] + out.stderr[-2000:]
+
+
+def test_a_comment_naming_nobody_says_so(cli, sqlite_store: Store) -> None:  # type: ignore[no-untyped-def]
+    req, _ = sqlite_store.record_request(gate())
+    code, out, _ = cli("approvals", "comment", str(req.id), "--user", "alice", "--body", "@bobb can you check?")
+    assert code == 0 and out == f"comment 1 added to request {req.id}; no user @bobb: not notified (left as text)"

@@ -90,6 +90,11 @@ def test_a_mention_emails_that_user_once_and_escapes_the_comment(configured: Sto
     req, _ = configured.record_request(gate())
     comment = add_comment(configured, req.id, VIC, "@bob <b>look</b> & @alice, and @nobody @vic")
     assert comment.mentions == ["bob", "alice"]  # unknown users and the author are not notified
+    assert comment.unknown_mentions == ("nobody",)  # ... and the author is told so
+    assert comment.told() == "; mentioned bob, alice; no user @nobody: not notified (left as text)"
+    plain = next(m for m in smtp_server.messages if m["To"] == "bob@example.com")
+    to_text = plain.get_body(preferencelist=("plain",)).get_content()
+    assert "vic mentioned you on request" in to_text and "<b>look</b> & @alice" in to_text  # text as written
     assert sorted(m["To"] for m in smtp_server.messages) == ["alice@example.com", "bob@example.com"]
     to_bob = next(m for m in smtp_server.messages if m["To"] == "bob@example.com")
     assert to_bob["Subject"] == f"[Mentioned] vic on outreach / draft_email (request {req.id})"

@@ -87,3 +87,42 @@ def test_an_expired_gate_skips_downstream(sqlite_store: Store) -> None:
     event = asyncio.run(first())
     assert isinstance(event, TaskSkippedEvent)
     assert event.xcoms["hitl_decision"]["decided_by"] == EXPIRY_ACTOR  # type: ignore[index]
+
+
+# -- the monitor's cost and its absence ---------------------------------------------------------------------
+
+
+def test_a_sweep_leaves_a_heartbeat_and_a_bounded_gate_warns_without_one(sqlite_store: Store) -> None:
+    from hitl.monitor import monitor_warning
+
+    req, _ = sqlite_store.record_request(gate(remind_after=3600, expire_after=7200))
+    unbounded, _ = sqlite_store.record_request(gate(run_id="manual__2"))
+    warning = monitor_warning(sqlite_store, req, req.created_at)
+    assert warning is not None and warning.startswith("remind_after and expire_after are set, but the hitl_monitor")
+    assert "no sweep has ever run" in warning and "python -m hitl monitor install" in warning
+    assert monitor_warning(sqlite_store, unbounded, req.created_at) is None  # nothing to remind: nothing to say
+
+    sweep(sqlite_store, req.created_at)
+    assert monitor_warning(sqlite_store, req, req.created_at + timedelta(minutes=10)) is None
+    stale = monitor_warning(sqlite_store, req, req.created_at + timedelta(hours=1))  # 3 x 300 s + 60 s passed
+    assert stale is not None and "its last sweep was at" in stale
+
+
+def test_the_monitor_dag_runs_once_a_day_and_a_run_by_hand_sweeps_once() -> None:
+    from types import SimpleNamespace
+
+    from hitl.factory import build_monitor_dag
+    from hitl.monitor import monitor_interval, sweeping_until
+
+    dag = build_monitor_dag()
+    assert dag.timetable.expression == "0 0 * * *" and dag.max_active_runs == 1  # once a day
+    end = utc(2026, 12, 3)
+    scheduled = {"dag_run": SimpleNamespace(run_type="scheduled"), "data_interval_end": end}
+    assert sweeping_until(scheduled) == end + timedelta(days=1) - monitor_interval() / 2
+    assert sweeping_until({"dag_run": SimpleNamespace(run_type="manual"), "data_interval_end": end}) is None
+
+
+def utc(*args: int) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(*args, tzinfo=UTC)

@@ -109,3 +109,21 @@ def test_a_retried_gate_reuses_the_decision_and_a_changed_output_asks_again() ->
     current = get_store().current_for_gate("sensor_retry", req.run_id, "draft__approval")
     assert current is not None and current.id != req.id and current.status == "pending"
     assert current.output == changed
+
+
+def test_a_gate_with_time_bounds_warns_in_its_log_when_no_monitor_runs(capfd: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import delete
+
+    from hitl.store.schema import side_effect
+
+    store = get_store()
+    with store.writing() as conn:  # whatever swept this store before: no monitor now
+        conn.execute(delete(side_effect).where(side_effect.c.key == store.MONITOR_HEARTBEAT))
+    dag = build_dag("sensor_reminded")
+    reviewer("sensor_reminded", lambda r: decide(get_store(), r.id, ALICE, "approve"))
+    run = dag.test()  # the task's log goes to the console under dag.test()
+    assert run.state == "success", states(run)
+    logged = "".join(capfd.readouterr())
+    warned = [line for line in logged.splitlines() if "hitl_monitor DAG is not running" in line]
+    assert warned and "[warning" in warned[0] and "remind_after is set" in warned[0], logged[-3000:]
+    assert "python -m hitl monitor install" in warned[0]

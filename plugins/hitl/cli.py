@@ -37,7 +37,7 @@ EXIT_REFUSED, EXIT_USAGE, EXIT_STORE_DOWN, EXIT_INTERNAL = 1, 2, 3, 4
 def _validate(args: argparse.Namespace) -> int:
     from hitl.spec.loader import load_specs, spec_files
 
-    paths = [Path(p) for p in args.paths] or [Path("workflow_specs")]
+    paths = [Path(p) for p in args.paths] or [default_specs_folder()]
     missing = [p for p in paths if not p.exists()]
     for p in missing:
         print(f"{p}: no such file or folder", file=sys.stderr)
@@ -53,6 +53,14 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{item.path}: ok ({item.spec.id if item.spec else '?'}, {len(item.steps)} steps)")
     print(f"{len(files)} spec(s) checked, {bad} invalid", file=sys.stderr)
     return 1 if bad or missing or not files else 0
+
+
+def default_specs_folder() -> Path:
+    """What ``validate`` checks without a path: ``[hitl] specs_folder`` (as the DAG file), else ./workflow_specs."""
+    from hitl.config import conf_get
+
+    configured = conf_get("hitl", "specs_folder", "")
+    return Path(configured) if configured else Path("workflow_specs")
 
 
 def _store() -> Any:
@@ -107,15 +115,16 @@ def _decide(args: argparse.Namespace, action: str) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     edited = None
+    store = _store()
     if getattr(args, "output_json", None):
         try:
-            edited = check_edit(loads_json(args.output_json, what="--output-json"), what="--output-json")
+            edited = _edit_over_draft(store, args.id, loads_json(args.output_json, what="--output-json"))
         except BadInput as exc:
             print(f"invalid edit: {exc}", file=sys.stderr)
             return EXIT_USAGE
     try:
         outcome = decide(
-            _store(),
+            store,
             args.id,
             lookup_reviewer(args.user),
             action,  # type: ignore[arg-type]
@@ -133,6 +142,19 @@ def _decide(args: argparse.Namespace, action: str) -> int:
     return 0
 
 
+def _edit_over_draft(store: Any, request_id: int, given: Any) -> dict[str, Any] | None:
+    """``--output-json``: the fields given replace the draft's, the others are kept (an edit of one field is
+    ``'{"subject": "..."}'``, not the whole output retyped). A field set to null is removed."""
+    if not isinstance(given, dict):
+        return check_edit(given, what="--output-json")  # refused there, with the reason
+    req = store.get(request_id)
+    draft = req.output if req is not None and isinstance(req.output, dict) else {}
+    merged = {**draft, **given}
+    for key in [k for k, v in given.items() if v is None]:
+        merged.pop(key)
+    return check_edit(merged, what="--output-json")
+
+
 def _comment(args: argparse.Namespace) -> int:
     from hitl.comments import add_comment
     from hitl.decisions import DecisionError
@@ -148,8 +170,7 @@ def _comment(args: argparse.Namespace) -> int:
     except DecisionError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_REFUSED
-    told = f"; mentioned {', '.join(comment.mentions)}" if comment.mentions else ""
-    print(f"comment {comment.id} added to request {args.id}{told}")
+    print(f"comment {comment.id} added to request {args.id}{comment.told()}")
     return 0
 
 
@@ -195,6 +216,33 @@ def _policy_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _roles_sync(args: argparse.Namespace) -> int:
+    from hitl.fab_roles import NotFab, run
+
+    try:
+        changes = run(
+            dag_ids=args.dag or [], all_dags=args.all_dags, reader=args.reader_role, decider=args.decider_role
+        )
+    except NotFab as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    for change in changes:
+        print(change.line())
+    return 0
+
+
+def _monitor_install(args: argparse.Namespace) -> int:
+    from hitl.monitor_install import InstallRefused, install
+
+    try:
+        path, how = install(Path(args.dags_folder) if args.dags_folder else None, force=args.force)
+    except InstallRefused as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"{path}: {how} (the hitl_monitor DAG: one run a day, a sweep every [hitl] monitor_interval_seconds)")
+    return 0
+
+
 def _when(name: str) -> Any:
     def parse(text: str) -> Any:
         from hitl.audit_export import parse_time
@@ -220,6 +268,25 @@ def _limit(text: str) -> int:
     return int(text)
 
 
+_EPILOG = """\
+every command (each has --help):
+  validate [PATH ...]                      check specs (default: [hitl] specs_folder)
+  db upgrade                               migrate the decision store
+  approvals list [--status S] [--json]     list requests
+  approvals show ID                        one request as JSON
+  approvals approve ID --user U [--comment C] [--output-json '{"field": "new value"}']
+  approvals reject ID --user U --reason R
+  approvals request-changes ID --user U --feedback F
+  approvals comment ID --user U --body B
+  roles sync [--dag DAG_ID ...] [--all-dags]   FabAuthManager reviewer roles
+  monitor install [--dags-folder PATH]     the hitl_monitor DAG file, for DAGs without specs
+  audit export [--request ID | --workflow DAG_ID] [--since T] [--until T] [--format jsonl|csv]
+
+exit codes: 0 done, 1 refused or not found, 2 bad input, 3 the decision store (or Airflow's database) is
+unavailable, 4 anything else (HITL_DEBUG=1 shows the traceback), 141 the reader of the output went away
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (the usage itself is one ``--help`` away)."""
 
@@ -228,21 +295,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m hitl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="python -m hitl",
+        description="Validate specs, migrate the decision store, list, decide and comment on approvals.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check workflow specs; exit 1 when any is invalid")
-    p.add_argument("paths", nargs="*", help="spec files or folders (default: workflow_specs/)")
+    p.add_argument(
+        "paths", nargs="*", help="spec files or folders (default: [hitl] specs_folder, else workflow_specs/)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.set_defaults(func=_validate)
 
     db = sub.add_parser("db", help="the decision store's schema").add_subparsers(dest="db_command", required=True)
-    db.add_parser("upgrade", help="apply migrations").set_defaults(func=_db_upgrade)
+    db.add_parser("upgrade", help="apply the decision store's migrations (idempotent)").set_defaults(func=_db_upgrade)
 
     ap = sub.add_parser("approvals", help="list and decide approval requests").add_subparsers(
         dest="approvals_command", required=True
     )
-    p = ap.add_parser("list")
+    p = ap.add_parser("list", help="requests by status (default: pending), newest first")
     p.add_argument(
         "--status",
         default="pending",
@@ -252,16 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_limit, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_list)
-    p = ap.add_parser("show")
+    p = ap.add_parser("show", help="one request as JSON: output, approvers, comments, history")
     p.add_argument("id", type=_request_id)
     p.set_defaults(func=_show)
-    p = ap.add_parser("approve")
+    p = ap.add_parser("approve", help="approve a request (--output-json: edit and approve)")
     p.add_argument("id", type=_request_id)
     p.add_argument("--user", required=True)
     p.add_argument("--comment")
-    p.add_argument("--output-json", help="Edit & Approve: the full edited output as JSON")
+    p.add_argument(
+        "--output-json",
+        help="Edit & Approve: a JSON object of the fields to change (the others stay as drafted; null removes one)",
+    )
     p.set_defaults(func=lambda a: _decide(a, "approve"))
-    p = ap.add_parser("reject")
+    p = ap.add_parser("reject", help="reject a request: the steps after the gate are skipped")
     p.add_argument("id", type=_request_id)
     p.add_argument("--user", required=True)
     p.add_argument("--reason", required=True)
@@ -276,6 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--body", required=True)
     p.set_defaults(func=_comment)
+
+    roles = sub.add_parser("roles", help="FabAuthManager: the reviewer roles").add_subparsers(
+        dest="roles_command", required=True
+    )
+    p = roles.add_parser(
+        "sync",
+        help="create or update the roles ApprovalReader (read, comment) and ApprovalDecider (also decide) with"
+        " exactly the permissions reviewing needs",
+    )
+    p.add_argument(
+        "--dag",
+        action="append",
+        metavar="DAG_ID",
+        help="also let both roles read this DAG's runs, task instances and outputs (repeatable)",
+    )
+    p.add_argument("--all-dags", action="store_true", help="the same for every DAG")
+    p.add_argument("--reader-role", default="ApprovalReader", help="the reading role's name (default: %(default)s)")
+    p.add_argument("--decider-role", default="ApprovalDecider", help="the deciding role's name (default: %(default)s)")
+    p.set_defaults(func=_roles_sync)
+
+    monitor = sub.add_parser("monitor", help="the hitl_monitor DAG (reminders, escalation, expiry)").add_subparsers(
+        dest="monitor_command", required=True
+    )
+    p = monitor.add_parser(
+        "install", help="write its DAG file into the DAGs folder (for DAGs without specs, a pip-only install)"
+    )
+    p.add_argument("--dags-folder", help="where to write hitl_monitor.py (default: [core] dags_folder)")
+    p.add_argument("--force", action="store_true", help="replace a hitl_monitor.py this command did not write")
+    p.set_defaults(func=_monitor_install)
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
     p = audit.add_parser(
@@ -304,9 +410,13 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in ("hitl", "airflow"):  # the CLI prints its own one-line results
         logging.getLogger(name).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        args = build_parser().parse_args(argv)
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _pipe_closed()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -319,6 +429,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_STORE_DOWN
         print(f"error: {type(exc).__name__}: {_first_line(exc)} (HITL_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as shell tools do (128 + SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is left in stdout's buffer goes nowhere at exit
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,7 +7,9 @@ line in the workflow's Slack channel per comment naming everyone it mentions
 (``hitl.notify.notify_mention``). Any reader may comment, so mentions are bounded against
 amplification: one author notifies one user about one request at most once per
 ``hitl.notify.MENTION_EVERY`` seconds (later mentions are recorded on the comment, not sent). A name
-that is not a known user is left as text. Bounded: ``MAX_COMMENT`` characters, ``MAX_MENTIONS``
+that is not a known user is left as text and told back to the author (``PostedComment.unknown_mentions``:
+the page's message, the API's answer, the CLI's line), so a misspelt ``@name`` is not silently nobody.
+Bounded: ``MAX_COMMENT`` characters, ``MAX_MENTIONS``
 people, the first ``MAX_NAMES_LOOKED_UP`` distinct names looked up, ``MAX_COMMENTS`` per request and
 ``MAX_COMMENTS_PER_AUTHOR`` of them per author.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 from hitl.decisions import MAX_COMMENT, DecisionError, NotFound
 from hitl.identity import Reviewer
@@ -29,6 +32,21 @@ MAX_COMMENTS = 200  # comments on one request
 MAX_COMMENTS_PER_AUTHOR = 30  # one reader (any Viewer may comment) cannot fill a request's thread for everyone
 # ``@name`` not inside a word or an email address; Airflow user names are letters, digits and ``_.-+@``.
 MENTION = re.compile(r"(?<![\w@.+-])@([A-Za-z0-9_][A-Za-z0-9_.+-]{0,99})")
+
+
+@dataclass(frozen=True)
+class PostedComment(Comment):
+    """A comment just added, with the ``@names`` it holds that are no user (so nobody was told)."""
+
+    unknown_mentions: tuple[str, ...] = ()
+
+    def told(self) -> str:
+        """What to add to "comment added" for the author: who was mentioned, and which names are nobody."""
+        parts = [f"mentioned {', '.join(self.mentions)}"] if self.mentions else []
+        if self.unknown_mentions:
+            names = ", ".join(f"@{n}" for n in self.unknown_mentions)
+            parts.append(f"no user {names}: not notified (left as text)")
+        return "".join(f"; {p}" for p in parts)
 
 
 class CommentRefused(DecisionError):
@@ -64,7 +82,9 @@ def known_user(name: str) -> Reviewer | None:
     return None
 
 
-def add_comment(store: Store, request_id: int, author: Reviewer, body: object, *, channel: str = "api") -> Comment:
+def add_comment(
+    store: Store, request_id: int, author: Reviewer, body: object, *, channel: str = "api"
+) -> PostedComment:
     """Record a comment on ``request_id`` by ``author`` and notify the users it mentions. Never decides."""
     req = store.get(request_id)
     if req is None:
@@ -79,12 +99,17 @@ def add_comment(store: Store, request_id: int, author: Reviewer, body: object, *
     if "\x00" in text:
         raise CommentRefused("the comment must not contain NUL characters")
     people: list[Reviewer] = []
+    unknown: list[str] = []
     for name in mentioned_names(text)[:MAX_NAMES_LOOKED_UP]:  # each may be a user lookup: bounded
         if len(people) >= MAX_MENTIONS:
             break
-        user = known_user(name) if name != author.name else None
+        if name == author.name:
+            continue
+        user = known_user(name)
         if user is not None:
             people.append(user)
+        else:
+            unknown.append(name)
     comment = store.add_comment(
         req.id,
         author.name,
@@ -105,4 +130,4 @@ def add_comment(store: Store, request_id: int, author: Reviewer, body: object, *
             notify_mention(req, comment, people, store=store)
         except Exception as exc:  # the comment stands; a channel that is down is logged
             log.warning("hitl: notifying the mentions of comment %s failed: %s", comment.id, exc)
-    return comment
+    return PostedComment(**comment.__dict__, unknown_mentions=tuple(unknown))

@@ -84,7 +84,7 @@ def upstream_gates(steps: list[StepSpec]) -> dict[str, set[str]]:
 
 
 def build_dag(loaded: LoadedSpec) -> Any:
-    from airflow.sdk import DAG, Param
+    from airflow.sdk import DAG
 
     from hitl.sensor import ApprovalSensor
     from hitl.steps.operator import StepOperator
@@ -100,7 +100,7 @@ def build_dag(loaded: LoadedSpec) -> Any:
         start_date=start,
         catchup=False,
         tags=["hitl", *spec.tags],
-        params={k: Param(v) for k, v in spec.params.items()},
+        params={k: _param(v) for k, v in spec.params.items()},
         default_args={"owner": spec.owner},
         doc_md=f"Built from workflow spec `{loaded.path.name}` by the hitl DAG factory.",
     )
@@ -189,12 +189,13 @@ def build_monitor_dag() -> Any:
     """Reminds, escalates and expires pending requests whose spec asks for it (see hitl.monitor)."""
     from airflow.sdk import DAG
 
-    from hitl.monitor import SweepOperator, monitor_interval
+    from hitl.monitor import SweepOperator
 
     with DAG(
         dag_id=MONITOR_DAG_ID,
-        description="Approval gates: reminders, escalation, expiry, and retrying failed notifications",
-        schedule=monitor_interval(),
+        description="Approval gates: reminders, escalation, expiry, and retrying failed notifications"
+        " (one run a day; it sweeps every [hitl] monitor_interval_seconds, deferred in between)",
+        schedule="@daily",
         start_date=DEFAULT_START,
         catchup=False,
         max_active_runs=1,
@@ -236,9 +237,15 @@ def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> d
     collecting = gc.isenabled()
     gc.disable()
     try:
-        monitor = build_monitor_dag()
-        dags: dict[str, Any] = {monitor.dag_id: monitor}
-        for loaded in load_specs([Path(specs_dir)]):
+        dags: dict[str, Any] = {}
+        dag_file = (target or {}).get("__file__")
+        if not (dag_file and monitor_file_beside(dag_file)):  # else that file has it: one DAG id, one file
+            monitor = build_monitor_dag()
+            dags[monitor.dag_id] = monitor
+        specs = Path(specs_dir)
+        if not specs.exists():  # a DAG file copied without specs: the monitor alone, no broken stand-in DAG
+            log.warning("hitl: no specs folder at %s ([hitl] specs_folder): only the monitor DAG is built", specs)
+        for loaded in load_specs([specs]) if specs.exists() else []:
             try:
                 dag = _build_one(loaded, taken=dags)
             except Exception:  # the last line of defence: one file never hides the others
@@ -251,6 +258,23 @@ def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> d
     if target is not None:
         target.update(dags)
     return dags
+
+
+def _param(value: Any) -> Any:
+    """A spec param as Airflow's ``Param``: its description, type and bounds reach the Trigger form."""
+    from airflow.sdk import Param
+
+    from hitl.spec.params import param_kwargs
+
+    default, kwargs = param_kwargs(value)
+    return Param(default, **kwargs)
+
+
+def monitor_file_beside(dag_file: str) -> bool:
+    """Whether ``python -m hitl monitor install`` put the monitor's own DAG file next to ``dag_file``."""
+    from hitl.monitor_install import MONITOR_FILE, is_monitor_file
+
+    return is_monitor_file(Path(dag_file).resolve().parent / MONITOR_FILE)
 
 
 def default_specs_dir(dag_file: str) -> Path:

@@ -346,11 +346,30 @@ class StepRerun:
         from airflow.utils.state import DagRunState
 
         try:
+            self._end_the_gates_try()
             clear_task_instances(self._tis, self._session, DagRunState.QUEUED)
             self._session.flush()
         except Exception as exc:
             raise self._refused(exc) from exc
         return sorted({ti.task_id for ti in self._tis})
+
+    def _end_the_gates_try(self) -> None:
+        """The parked gate's try ends as *skipped*, not *failed*.
+
+        Clearing archives each task's current try in Airflow's try history, and a try that had not finished
+        (the gate is deferred) is archived as failed: a red mark in the task's tries where nothing failed. The
+        try did end without an approval, by a reviewer's "request changes", which Airflow's states say best as
+        skipped; the next draft's gate is the next try.
+        """
+        from datetime import UTC, datetime
+
+        from airflow.utils.state import TaskInstanceState
+
+        for ti in self._tis:
+            if (ti.task_id, ti.map_index) == (self.req.gate_task_id, self.req.map_index) and ti.state == "deferred":
+                ti.state = TaskInstanceState.SKIPPED
+                ti.end_date = datetime.now(UTC)
+                ti.set_duration()
 
     def commit(self) -> None:
         """Commit the clearing to Airflow's database; ``RerunUnavailable`` when that fails (nothing re-runs)."""

@@ -117,6 +117,7 @@ class ApprovalSensor(BaseOperator):
             return req.final_output
         if req.status != PENDING:
             return self._closed(req)
+        self._warn_without_monitor(store, req)
         self._defer(req.id, req, context)
 
     def _verdict(self, context: Any, output: Any) -> Any:
@@ -184,6 +185,14 @@ class ApprovalSensor(BaseOperator):
             kwargs={"request_id": request_id},
             timeout=timeout,
         )
+
+    def _warn_without_monitor(self, store: Any, req: Any) -> None:
+        """Time bounds without a running monitor do nothing: say so where the gate's owner looks first."""
+        from hitl.monitor import monitor_warning
+
+        warning = monitor_warning(store, req)
+        if warning:
+            self.log.warning("Approval request %s: %s", req.id, warning)
 
     def _log_review_url(self, request_id: int) -> None:
         try:

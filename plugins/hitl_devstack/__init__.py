@@ -128,6 +128,9 @@ def port_free(port: int) -> bool:
 # Airflow's log servers (a worker's, the triggerer's) default to 8793 and 8794 whatever the api-server's port:
 # a stack moves them with its port (8080 -> 8793/8794, 9090 -> 9803/9804), or takes free ports when those are taken.
 LOG_PORT_OFFSETS = (713, 714)
+# Airflow signs its tokens with HS512 when [api_auth] jwt_secret is set; PyJWT warns (InsecureKeyLengthWarning)
+# about an HMAC key shorter than the hash, 64 bytes. token_urlsafe(64) is 86 characters.
+JWT_SECRET_BYTES = 64
 
 
 def log_server_ports(port: int) -> tuple[int, int]:
@@ -191,9 +194,14 @@ class AirflowStack:
         """The JWT secret, the API secret key and the Fernet key: generated once, kept in a 0600 file."""
         path = self.home / "stack-secrets.json"
         if path.exists():
-            return dict(json.loads(path.read_text()))
+            kept = dict(json.loads(path.read_text()))
+            if len(kept.get("jwt", "")) >= JWT_SECRET_BYTES:
+                return kept
+            kept["jwt"] = secrets.token_urlsafe(JWT_SECRET_BYTES)  # an older, shorter one: PyJWT warned about it
+            write_private(path, json.dumps(kept))
+            return kept
         self.prepare_home()
-        values = {"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32), "fernet": ""}
+        values = {"jwt": secrets.token_urlsafe(JWT_SECRET_BYTES), "api": secrets.token_urlsafe(32), "fernet": ""}
         try:
             from cryptography.fernet import Fernet
 

@@ -71,3 +71,14 @@ for dag_id, extra in POLICY_DAGS.items():
         )
         scored >> step >> gate >> PythonOperator(task_id="send", python_callable=send)
     globals()[dag_id] = dag
+
+
+with DAG("sensor_reminded", schedule=None, catchup=False) as sensor_reminded:  # a time bound, and no monitor
+    bounded_gate = ApprovalSensor(
+        task_id="draft__approval",
+        step_id="draft",
+        approvers=[{"userId": "alice"}],
+        poll_interval=0.1,
+        remind_after=3600,
+    )
+    PythonOperator(task_id="draft", python_callable=draft) >> bounded_gate

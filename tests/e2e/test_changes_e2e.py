@@ -84,6 +84,9 @@ def test_request_changes_reruns_the_draft_in_the_same_run_and_sends_only_the_sec
     step = stack.api("GET", f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/draft_email")
     research = stack.api("GET", f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/research_prospect")
     assert step["try_number"] == 2 and research["try_number"] == 1  # only the gated step ran again
+    tries = stack.api("GET", f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/{GATE}/tries")
+    states = [t["state"] for t in sorted(tries["task_instances"], key=lambda t: t["try_number"])]
+    assert states == ["skipped", "success"], tries  # the sent-back draft's try is no red "failed" mark
 
 
 @pytest.mark.browser

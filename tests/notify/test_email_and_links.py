@@ -95,3 +95,39 @@ def test_tampered_expired_and_mismatched_tokens_are_refused() -> None:
     with pytest.raises(LinkError, match="expired"):
         check_token(token, 7, "approve", max_age=-1)
     assert "action=reject" in review_url(7, "reject")
+
+
+def test_the_email_has_a_text_part_beside_the_html_with_the_same_links(sqlite_store: Store, smtp_server: Any) -> None:
+    req, _ = sqlite_store.record_request(gate())
+    notify_requested(req, sqlite_store)
+    (msg,) = smtp_server.messages
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    assert text is not None and html is not None and text is not html
+    plain = text.get_content()
+    assert "outreach is waiting for your review at step draft_email" in plain and "<" not in plain
+    links = re.findall(r"^(?:Review|Send email|Reject): (\S+)\s*$", plain, re.M)
+    assert links == links_in(msg)  # the same three signed links, one a line
+
+
+def test_a_second_draft_says_which_draft_it_is_and_what_was_asked(
+    sqlite_store: Store, smtp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hitl.store import CHANGES_REQUESTED
+
+    first, _ = sqlite_store.record_request(gate())
+    with sqlite_store.writing() as conn:  # as "request changes" closes it (the decision's own tests cover that)
+        closed = sqlite_store.close_request(
+            conn, first.id, status=CHANGES_REQUESTED, user="alice", comment="Mention the free 30-day trial",
+            edited_output=None,
+        )  # fmt: skip
+    assert closed
+    second, created = sqlite_store.record_request(gate(output={**first.output, "body": "Hi, with a trial"}))
+    assert created and second.revision == 2
+    notify_requested(second, sqlite_store)
+    (msg,) = smtp_server.messages
+    assert msg["Subject"].startswith("[Approval needed, draft 2] outreach / draft_email")
+    note = "Draft 2, after alice requested changes: \u201cMention the free 30-day trial\u201d"
+    assert note in msg.get_body(preferencelist=("plain",)).get_content()
+    assert note in msg.get_body(preferencelist=("html",)).get_content()

@@ -304,3 +304,68 @@ def test_a_misspelt_key_next_to_a_missing_one_keeps_both(tmp_path: Path) -> None
     assert "5: steps[0].config.subjct: unknown key 'subjct' (did you mean 'subject'? it is required)" in errors
     assert "5: steps[0].config.body: is required" in errors
     assert not any(e.startswith("5: steps[0].config.subject:") for e in errors)
+
+
+# A quote left open: libyaml reads on to the next quote of the file, lines later, and stumbles after it (or
+# reads to the end). Each case names the line where the quote opens, whatever line libyaml noticed it on.
+UNCLOSED_QUOTE = {
+    "closed_many_lines_later": (
+        "id: x\n"
+        "steps:\n"
+        "  - id: a\n"
+        "    type: python\n"
+        '    description: "unclosed\n'  # 5: the mistake
+        "    config: {callable: os.getcwd}\n"
+        "  - id: b\n"
+        "    type: python\n"
+        '    description: "closed later"\n'  # 9: the quote closes here, then 'closed later"' fails
+        "    config: {callable: os.getcwd}\n",
+        5,
+        "noticed at line 9); the quote opened on this line closes only at line 9, so lines 6-9 are read as its text",
+    ),
+    "closed_many_lines_later_single_quotes": (
+        "id: x\nowner: 'me\nsteps:\n  - id: a\n    type: python\n    config: {callable: 'os.getcwd'}\n",
+        2,
+        "the quote opened on this line closes only at line 6",
+    ),
+    "closed_at_the_last_line_then_more_text": (
+        'id: x\nsteps:\n  - id: a\n    description: "opened\n    type: python\n    config: "x"\n',
+        4,
+        "the quote opened on this line closes only at line 6",
+    ),
+    "never_closed": (
+        'id: x\nsteps:\n  - id: a\n    description: "never\n    type: python\n    config: {callable: os.getcwd}\n',
+        4,
+        "the quote opened on this line is never closed",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNCLOSED_QUOTE))
+def test_an_unclosed_quote_is_named_at_the_line_it_opens(name: str, tmp_path: Path) -> None:
+    text, line, fragment = UNCLOSED_QUOTE[name]
+    (error,) = errors_of(tmp_path, text)
+    assert error.startswith(f"{line}: YAML syntax error: "), error
+    assert fragment in error, error
+    assert "not indented" not in error, error  # the old wrong hint
+
+
+def test_a_quote_closed_at_the_very_end_of_the_file_is_named_with_the_keys_it_swallowed(tmp_path: Path) -> None:
+    # Valid YAML: the quote opened on line 7 closes at the file's last character, so the step's type and config
+    # are its text. The schema misses them, and the line where the quote opens is named too.
+    text = (
+        "id: x\nsteps:\n  - id: a\n    type: python\n    config: {callable: os.getcwd}\n"
+        '  - id: b\n    description: "opened\n    type: python\n    config: {callable: os.getcwd}"\n'
+    )
+    errors = errors_of(tmp_path, text)
+    assert "6: steps[1].type: is required" in errors, errors
+    assert (
+        "7: steps[1].description: the quote opened on this line closes only at line 9, so lines 8-9 are read as"
+        " its text (close the quote on this line)"
+    ) in errors, errors
+
+
+def test_quoted_text_over_several_lines_is_fine_in_a_valid_spec(tmp_path: Path) -> None:
+    # Multi-line quoted text is legal YAML: with nothing else wrong it is not reported, keys-like lines or not.
+    text = 'id: x\ndescription: "first line\n  Note: second line"\nsteps:\n' + STEP
+    assert errors_of(tmp_path, text) == []

@@ -79,3 +79,14 @@ def test_api_export_is_for_admins_and_streams_the_format_asked(flask_app: Any, u
     assert [r["event"] for r in csv.DictReader(io.StringIO(as_csv.get_data(as_text=True)))] == ["requested", "rejected"]
     bad = client.get("/hitl/api/audit?since=yesterday", headers=bearer("admin"))
     assert bad.status_code == 400 and "since must be an ISO 8601 time" in bad.get_json()["detail"]
+
+
+def test_a_comment_naming_nobody_is_told_back_in_the_answer(flask_app: Any, ui_store: Store) -> None:
+    req, _ = ui_store.record_request(gate())
+    resp = flask_app.test_client().post(
+        f"/hitl/api/requests/{req.id}/comments", json={"body": "@alicee please look"}, headers=bearer("bob")
+    )
+    assert resp.status_code == 201
+    answer = resp.get_json()
+    assert answer["comment"]["unknown_mentions"] == ["alicee"] and answer["comment"]["mentions"] == []
+    assert answer["detail"].endswith("; no user @alicee: not notified (left as text)")

@@ -248,3 +248,29 @@ def test_research_output_links_only_to_web_pages(as_user: Any, ui_store: Store) 
     web = {**research, "url": "https://shop.example/"}
     safe, _ = ui_store.record_request(gate(run_id="r2", output=web, output_kind="research"))
     assert 'href="https://shop.example/"' in review(as_user("alice"), safe.id)
+
+
+def test_statuses_read_as_words_and_names_as_typed(as_user: Any, ui_store: Store) -> None:
+    import re
+
+    from hitl.decisions import decide
+    from hitl.identity import Reviewer
+
+    req, _ = ui_store.record_request(gate())
+    edited = {**req.output, "subject": "Edited"}
+    decide(ui_store, req.id, Reviewer("alice", roles=frozenset({"user"})), "approve", edited_output=edited)
+    page = as_user("alice").get("/?tab=decided").get_data(as_text=True)
+    cell = re.search(r'<td class="status approved"[^>]*>(.*?)</td>', page, re.S)
+    assert cell is not None, page[-2000:]
+    assert cell.group(1).startswith("Approved (edited)") and ">by alice<" in cell.group(1)
+    layout = as_user("alice").get(f"/request/{req.id}").get_data(as_text=True)
+    assert "text-transform: capitalize" not in layout  # "by alice" is not shown as "By Alice"
+    assert 'id="status-pill">Approved (edited)</span>' in layout
+
+
+def test_status_words() -> None:
+    from hitl.views.render import channel_words, status_words
+
+    assert status_words("changes_requested") == "Changes requested" and status_words("timed_out") == "Timed out"
+    assert status_words("approved", edited=True) == "Approved (edited)" and status_words("rejected", True) == "Rejected"
+    assert channel_words("cli") == "the CLI" and channel_words("slack") == "Slack"

@@ -15,6 +15,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
+def test_roles_sync_needs_fab_auth_manager() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__CORE__AUTH")}
+    env["AIRFLOW__CORE__AUTH_MANAGER"] = (
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    )
+    out = subprocess.run([sys.executable, "-m", "hitl", "roles", "sync"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("[core] auth_manager is airflow.api_fastapi.auth.managers.simple."), out.stderr
+
+
 def test_fab_roles_gate_reading_and_deciding(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
     env.update(
@@ -33,14 +43,43 @@ def test_fab_roles_gate_reading_and_deciding(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "hitl", "db", "upgrade"], env=env, check=True, capture_output=True)
+    synced = subprocess.run(
+        [sys.executable, "-m", "hitl", "roles", "sync", "--dag", "outreach"], env=env, capture_output=True, text=True
+    )
+    assert synced.returncode == 0, synced.stderr[-2000:]
+    assert synced.stdout.splitlines() == [
+        "ApprovalReader: created, 7 permissions; added can read on Approvals, can read on DAG Runs, can read on"
+        " DAG:outreach, can read on Plugins, can read on Task Instances, can read on Website, can read on XComs",
+        "ApprovalDecider: created, 8 permissions; added can edit on Approvals, can read on Approvals, can read on"
+        " DAG Runs, can read on DAG:outreach, can read on Plugins, can read on Task Instances, can read on Website,"
+        " can read on XComs",
+    ]
+    assert synced.stderr.strip() == "note: no DAG outreach in Airflow's database yet; its permission is granted anyway"
     out = subprocess.run([sys.executable, str(HERE / "fab_auth_probe.py")], env=env, capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads(lines[-1].removeprefix("RESULT "))
     assert result["permissions_declared"] is True
+    assert result["first_sync"] == [
+        "ApprovalReader: unchanged, 7 permissions",
+        "ApprovalDecider: unchanged, 8 permissions",
+    ]
+    assert result["second_sync"] == [
+        "ApprovalReader: updated, 7 permissions; removed can edit on Variables",
+        "ApprovalDecider: unchanged, 8 permissions",
+    ]
+    assert result["third_sync"] == [
+        "ApprovalReader: unchanged, 7 permissions",
+        "ApprovalDecider: unchanged, 8 permissions",
+    ]
+    assert set(result["decider_permissions"]) - set(result["reader_permissions"]) == {"can_edit on Approvals"}
+    for name in ("rita", "dave"):  # Airflow's shell and its Plugins entry (the nav's /plugin/approvals) open for both
+        assert result[f"{name}_plugins"] is True and result[f"{name}_website"] is True
+        assert result[f"{name}_outreach"] == {"outputs": True, "runs": True}  # --dag outreach
+        assert result[f"{name}_other_dag"] == {"outputs": False, "runs": False}
     assert result["rita_inbox"] == 200 and result["dave_inbox"] == 200
     assert result["vera_inbox"] == 403  # FAB's Viewer role lacks "can read on Approvals"
-    assert result["rita_decide"] == 403, result["rita_says"]  # listed by email, but her role may only read
+    assert result["rita_decide"] == 403, result["rita_says"]  # listed by email, but ApprovalReader may only read
     assert "rita is not an approver" in result["rita_says"]
     assert result["dave_decide"] == 302
     assert (result["status"], result["decided_by"]) == ("approved", "dave")

@@ -317,3 +317,16 @@ def test_recorded_headers_are_shown_in_order(as_user: Any, ui_store: Store, monk
     done = page.split('id="done"')[1].split("</section>")[0]
     assert re.findall(r'data-header="([a-z-]+)"', done) == ["from", "to", "subject"]
     assert "&lt;b&gt;Hello&lt;/b&gt;" in done and "via smtp" in done
+
+
+def test_the_review_page_warns_when_time_bounds_have_no_monitor(as_user: Any, ui_store: Store) -> None:
+    from hitl.monitor import sweep
+
+    bounded, _ = ui_store.record_request(gate(remind_after=3600))
+    plain, _ = ui_store.record_request(gate(run_id="manual__2"))
+    page = page_of(as_user("alice"), bounded.id)
+    warning = re.search(r'<div class="flash warn" id="monitor-warning">([^<]*)</div>', page)
+    assert warning is not None and warning.group(1).startswith("remind_after is set, but the hitl_monitor DAG is not")
+    assert 'id="monitor-warning"' not in page_of(as_user("alice"), plain.id)  # no time bounds: nothing to miss
+    sweep(ui_store)  # a monitor sweeps: the warning goes
+    assert 'id="monitor-warning"' not in page_of(as_user("alice"), bounded.id)

@@ -160,6 +160,30 @@ def _once(store: Store, req: ApprovalRequest, channel: str, occasion: str, send:
     return "sent"
 
 
+def round_note(req: ApprovalRequest, store: Store | None = None) -> str | None:
+    """For a draft after "request changes": which draft it is and the feedback it answers, else None.
+
+    A reviewer told of draft 2 must see that it is not the draft they already sent back, and what was asked.
+    """
+    if req.revision <= 1:
+        return None
+    feedback, by = "", ""
+    if req.previous_request_id is not None:
+        try:
+            previous = (store or get_store()).get(req.previous_request_id)
+        except Exception:  # only the note's second half
+            previous = None
+        if previous is not None:
+            feedback, by = " ".join((previous.comment or "").split()), previous.decided_by or ""
+    note = f"Draft {req.revision}"
+    if by:
+        note += f", after {by} requested changes"
+    if feedback:
+        clipped = feedback if len(feedback) <= 500 else feedback[:497] + "..."
+        note += f": \u201c{clipped}\u201d"
+    return note
+
+
 def message_text(req: ApprovalRequest) -> tuple[str, str, str, str]:
     """(review URL, approve URL, reject URL, summary) for every channel's message."""
     from hitl.notify.links import review_url

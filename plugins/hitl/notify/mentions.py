@@ -36,9 +36,13 @@ def email_mention(req: ApprovalRequest, comment: Comment, person: Any) -> dict[s
         f'<blockquote style="white-space:pre-wrap">{e(comment.body)}</blockquote>'
         f'<p><a href="{e(review_url(req.id))}">Open the request</a>. Comments never decide it.</p>'
     )
+    text = (
+        f"{comment.author} mentioned you on request #{req.id} ({req.dag_id}, step {req.step_id}, run {req.run_id}):"
+        f"\n\n{comment.body}\n\nOpen the request: {review_url(req.id)}\nComments never decide it."
+    )
     from hitl.notify.email import smtp_send
 
-    smtp_send([to], subject, body)
+    smtp_send([to], subject, body, text)
     return {"to": [to]}
 
 

@@ -409,6 +409,8 @@ def _load(path: Path, result: LoadedSpec) -> None:
 
     raw_steps: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
     params = data.get("params")
+    if isinstance(params, dict):
+        _check_params(check, params)
     n_params = len(params) if isinstance(params, dict) else 0
     if n_params <= MAX_PARAMS and len(raw_steps) <= MAX_STEPS and n_params * len(raw_steps) > MAX_PARAM_CHECKS:
         check.error(
@@ -449,11 +451,24 @@ def _load(path: Path, result: LoadedSpec) -> None:
     _check_links(check, steps, ids, declared)
     _check_policies(check, steps, ids, set(params) if isinstance(params, dict) else set())
     _check_task_ids(check, steps, raw_steps)
+    if check.errors:  # keys a quote left open swallowed are missing: say where that quote opens
+        for late in parsed.late_quotes:
+            check.error(late.path, late.message(), late.opened)
     result.errors = check.finish()
     if not check.errors:
         result.spec = spec
         result.steps = steps
         result.start_date = start
+
+
+def _check_params(check: _Checker, params: dict[str, Any]) -> None:
+    """Declared params (``default`` + description, type, bounds): what Airflow's Trigger form would refuse."""
+    from hitl.spec.params import is_declared, problems
+
+    for name, value in params.items():
+        if isinstance(name, str) and is_declared(value):
+            for key, message in problems(value):
+                check.error(("params", name, key) if key else ("params", name), message)
 
 
 def _check_reserved_id(check: _Checker, dag_id: str) -> None:

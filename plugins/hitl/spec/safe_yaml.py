@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,22 @@ class Problem:
     message: str
 
 
+@dataclass(frozen=True)
+class LateQuote:
+    """A quoted value that runs over several lines: where its quote opens and where it closes (1-based)."""
+
+    opened: int
+    closed: int
+    path: KeyPath
+    keys_inside: bool  # a line between looks like ``key: value`` or ``- key: value``
+
+    def message(self) -> str:
+        return (
+            f"the quote opened on this line closes only at line {self.closed}, so lines {self.opened + 1}"
+            f"-{self.closed} are read as its text (close the quote on this line)"
+        )
+
+
 @dataclass
 class Parsed:
     data: Any = None
@@ -112,6 +129,10 @@ class Parsed:
     problems: list[Problem] = field(default_factory=list)
     fatal: bool = False  # the file could not be read to the end: ``data`` is None
     bad_values: set[KeyPath] = field(default_factory=set)  # values already reported (their stand-ins are not checked)
+    # Quoted values whose closing quote is lines after the opening one and whose lines between look like keys:
+    # almost always a quote left open (the text swallowed the keys). Reported by the loader when the file has
+    # other errors (the swallowed keys are missing), never on their own: such text can be meant.
+    late_quotes: list[LateQuote] = field(default_factory=list)
 
     def line(self, path: KeyPath) -> int:
         """The line of ``path``, or of its nearest ancestor the file has."""
@@ -224,6 +245,7 @@ def parse(text: str, limits: Limits = DEFAULT_LIMITS) -> Parsed:
     if bad_chars:
         return Parsed(problems=bad_chars, fatal=True)
     builder = _Builder(limits)
+    builder.text = text
     parser = _parser(text)
     try:
         builder.run(parser)
@@ -231,14 +253,37 @@ def parse(text: str, limits: Limits = DEFAULT_LIMITS) -> Parsed:
         builder.problems.append(stop.problem)
         return Parsed(problems=builder.problems, fatal=True)
     except yaml.YAMLError as exc:
-        builder.problems.append(_syntax_problem(exc, text, limits))
+        builder.problems.append(_syntax_problem(exc, text, limits, builder.late_quotes))
         return Parsed(problems=builder.problems, fatal=True)
     finally:
         parser.dispose()
-    return Parsed(data=builder.root, lines=builder.line_map(), problems=builder.problems, bad_values=builder.bad_values)
+    return Parsed(
+        data=builder.root,
+        lines=builder.line_map(),
+        problems=builder.problems,
+        bad_values=builder.bad_values,
+        late_quotes=[q for q in builder.late_quotes if q.keys_inside],
+    )
 
 
-def _syntax_problem(exc: yaml.YAMLError, text: str, limits: Limits) -> Problem:
+# A line that reads like a key of a spec: ``key:`` or ``- key: value`` (what a quote left open swallows).
+_KEY_LINE = re.compile(r"^[ ]*(?:-[ ]+)?[A-Za-z_][\w.-]*:(?:[ ]|$)")
+
+
+def _late_quote(event: Any, path: KeyPath | None, text_lines: Callable[[], list[str]]) -> LateQuote | None:
+    """The quoted scalar ``event`` as a LateQuote when it runs over more than one line, else None."""
+    if event.style not in ('"', "'"):
+        return None
+    opened, closed = event.start_mark.line + 1, event.end_mark.line + 1
+    if closed <= opened:
+        return None
+    keys_inside = any(_KEY_LINE.match(line) for line in text_lines()[opened:closed])
+    return LateQuote(opened=opened, closed=closed, path=path or (), keys_inside=keys_inside)
+
+
+def _syntax_problem(
+    exc: yaml.YAMLError, text: str, limits: Limits, late_quotes: list[LateQuote] | None = None
+) -> Problem:
     lines = text.splitlines() or [""]
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line = mark.line + 1 if mark is not None else 1
@@ -253,6 +298,13 @@ def _syntax_problem(exc: yaml.YAMLError, text: str, limits: Limits) -> Problem:
     # Where libyaml notices a mistake is not always where it is: a key without its ':' is noticed on the
     # next line, a quote left open at the end of the file. Then the line that holds the mistake is named.
     hint = _SYNTAX_HINTS.get(problem, "")
+    # A quote left open that a later quote closes: libyaml reads the lines between as the value's text and
+    # stumbles on what follows the (wrong) closing quote, lines later. The last value read before the
+    # mistake is that quoted text, ending on the line libyaml names: the mistake is where it opens.
+    late = late_quotes[-1] if late_quotes else None
+    if late is not None and late.closed == line and late.opened < line:
+        message += f" (noticed at line {line})"
+        return Problem(late.opened, (), f"{message}; {late.message()}")
     if (
         context_line is not None
         and context_line < line
@@ -371,6 +423,15 @@ class _Builder:
         self.root: Any = None
         self.constructor = SafeConstructor()
         self.resolver = yaml.resolver.Resolver()
+        self.late_quotes: list[LateQuote] = []
+        self.text = ""
+        self._lines: list[str] | None = None
+
+    def text_lines(self) -> list[str]:
+        """The file's lines, split once and only when a quoted value runs over lines (rare)."""
+        if self._lines is None:
+            self._lines = _BREAKS.split(self.text)
+        return self._lines
 
     # -- driving ------------------------------------------------------------------------
 
@@ -512,6 +573,9 @@ class _Builder:
             )
             value_text = value_text.replace("\x00", "")
         value = self.construct(tag, value_text, line, path)
+        late = _late_quote(event, path, self.text_lines)
+        if late is not None:
+            self.late_quotes.append(late)
         if event.anchor is not None:
             self.anchors[event.anchor] = _Anchor(value, MERGE if merge else tag, path, [], 1, len(value_text), 0)
         if merge and self.stack and self.stack[-1].is_map and self.stack[-1].want_key:

@@ -544,6 +544,37 @@ class Store:
             for r in rows
         ]
 
+    # -- the monitor's heartbeat --------------------------------------------------------
+    # One row of hitl_side_effect (key MONITOR_HEARTBEAT) holds when the last sweep ran and its interval: a gate
+    # with time bounds and the review page warn when no monitor sweeps. A row, not a table: no migration.
+    MONITOR_HEARTBEAT = "hitl_monitor:heartbeat"
+
+    def monitor_alive(self, now: datetime, interval: float) -> None:
+        detail = canonical_json({"at": now.isoformat(), "interval": interval})
+        row = {"key": self.MONITOR_HEARTBEAT, "kind": "heartbeat", "status": "done", "created_at": now}
+        row["detail"] = detail
+        with self.writing() as conn:
+            changed = conn.execute(
+                update(side_effect)
+                .where(side_effect.c.key == self.MONITOR_HEARTBEAT)
+                .values(status="done", created_at=now, detail=detail)
+            ).rowcount
+            if not changed:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(side_effect).values(**row))
+                except IntegrityError:  # another sweep wrote it first: it is alive either way
+                    pass
+
+    def monitor_last_seen(self) -> tuple[datetime, float] | None:
+        """When the monitor last swept and at which interval (seconds), or None if it never did."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(side_effect).where(side_effect.c.key == self.MONITOR_HEARTBEAT)).first()
+        at = _aware(row.created_at) if row is not None else None
+        if row is None or at is None:
+            return None
+        return at, float(json.loads(row.detail or "{}").get("interval", 300))
+
     # -- at-most-once side effects ----------------------------------------------------
     def claim_side_effect(self, key: str, kind: str) -> bool:
         """True for the first caller only: what it guards (sending an email) happens at most once."""

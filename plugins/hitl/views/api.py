@@ -197,7 +197,8 @@ class CommentApiRoutes:
             comment = add_comment(open_store(), number, reviewer, text, channel="api")
         except DecisionError as exc:
             return jsonify({"detail": str(exc), "code": exc.code}), decision_status(exc)
-        return jsonify({"detail": f"comment {comment.id} added to request {number}", "comment": comment.as_dict()}), 201
+        detail = f"comment {comment.id} added to request {number}{comment.told()}"
+        return jsonify({"detail": detail, "comment": comment.as_dict()}), 201
 
 
 def _without(values: dict[str, Any], key: str) -> dict[str, Any]:

@@ -123,6 +123,5 @@ class ChangesRoutes:
             comment = add_comment(open_store(), number, reviewer, body, channel="ui")
         except DecisionError as exc:
             return self._review_page(number, reviewer, decision_status(exc), str(exc))  # type: ignore[attr-defined]
-        told = f"; mentioned {', '.join(comment.mentions)}" if comment.mentions else ""
-        flash(f"comment added{told}", "success")
+        flash(f"comment added{comment.told()}", "warn" if comment.unknown_mentions else "success")
         return redirect(url_for("ApprovalsView.review", request_id=number) + f"#comment-{comment.id}")

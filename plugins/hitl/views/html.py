@@ -25,6 +25,7 @@ from flask_appbuilder import expose
 
 from hitl.decisions import DecisionError, InvalidEdit, decide
 from hitl.identity import Reviewer, describe_approvers, may_decide
+from hitl.monitor import monitor_warning
 from hitl.outputs import EDITABLE_KINDS, summarize
 from hitl.store import DECIDED, PENDING, ApprovalRequest, RequestQuery
 from hitl.views import render
@@ -254,6 +255,8 @@ class PageRoutes:
             describe_approvers=describe_approvers,
             json_tree=render.json_tree,
             summarize=summarize,
+            status_words=render.status_words,
+            channel_words=render.channel_words,
             when=lambda value, seconds=False: render.when(value, zone, seconds),
             zone_name=zone[0],
             **ctx,
@@ -368,6 +371,7 @@ class PageRoutes:
             comment=(form.get("comment") or "") if form is not None else "",
             decided=req.status in DECIDED,
             pending=PENDING,
+            monitor_warning=monitor_warning(store, req) if req.status == PENDING else None,
         )
 
     @expose("/request/<request_id>")

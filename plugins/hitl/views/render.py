@@ -212,3 +212,25 @@ def span(seconds: float) -> str:
     if hours:
         return f"{hours}h {minutes}m" if minutes else f"{hours}h"
     return f"{minutes}m" if minutes else "under a minute"
+
+
+# What a status, an event's channel reads as on a page: words, as Airflow writes its own states.
+STATUS_WORDS = {
+    "pending": "Pending",
+    "approved": "Approved",
+    "rejected": "Rejected",
+    "changes_requested": "Changes requested",
+    "superseded": "Superseded",
+    "timed_out": "Timed out",
+}
+CHANNEL_WORDS = {"ui": "the review page", "api": "the API", "cli": "the CLI", "slack": "Slack", "email": "email"}
+
+
+def status_words(status: str, edited: bool = False) -> str:
+    """``changes_requested`` -> "Changes requested"; an approval with an edit -> "Approved (edited)"."""
+    words = STATUS_WORDS.get(status) or status.replace("_", " ").capitalize()
+    return f"{words} (edited)" if edited and status == "approved" else words
+
+
+def channel_words(channel: str) -> str:
+    return CHANNEL_WORDS.get(channel, channel.replace("_", " "))
