@@ -281,6 +281,7 @@ every command (each has --help):
   roles sync [--dag DAG_ID ...] [--all-dags]   FabAuthManager reviewer roles
   monitor install [--dags-folder PATH]     the hitl_monitor DAG file, for DAGs without specs
   audit export [--request ID | --workflow DAG_ID] [--since T] [--until T] [--format jsonl|csv]
+  policy report [--workflow DAG_ID] [--step S] [--last N] [--json]   shadow agreement of gate policies
 
 exit codes: 0 done, 1 refused or not found, 2 bad input, 3 the decision store (or Airflow's database) is
 unavailable, 4 anything else (HITL_DEBUG=1 shows the traceback), 141 the reader of the output went away

@@ -121,7 +121,7 @@ def test_the_examples_default_url_follows_the_demo_site(monkeypatch: pytest.Monk
 
     loaded = load_spec(REPO / "workflow_specs" / "local_business_outreach.yaml")
     assert loaded.ok and loaded.spec is not None
-    assert loaded.spec.params["prospect_url"] == ""
+    assert loaded.spec.params["prospect_url"]["default"] == ""  # declared for the Trigger form (hitl.spec.params)
     url_template = loaded.steps[0].config["url"]
     from jinja2 import Environment
 
