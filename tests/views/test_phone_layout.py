@@ -64,6 +64,17 @@ def test_inbox_and_review_fit_the_screen(browser: Any, as_user: Any, ui_store: S
                 ".slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id)"
             )
             assert overflow <= 0, f"the {name} is {overflow} px wider than a {width} px screen: {wide}"
+        # Airflow's own theme values (its UI bundle): the page's background and font as Airflow's shell has them
+        airflow_bg = "oklch(0.23185 0.0323 266.44)" if scheme == "dark" else "#FFFFFF"
+        same = page.evaluate(
+            "c => { const d = document.createElement('div'); d.style.background = c; document.body.append(d);"
+            " const want = getComputedStyle(d).backgroundColor; d.remove();"
+            " return [getComputedStyle(document.body).backgroundColor, want]; }",
+            airflow_bg,
+        )
+        assert same[0] == same[1], same
+        font = page.evaluate("getComputedStyle(document.body).fontFamily")
+        assert font.startswith('Inter, -apple-system, BlinkMacSystemFont, "Segoe UI", Helvetica, Arial'), font
         if width == 390:  # on a phone every request is a card whose status is on screen
             page.set_content(pages["inbox"], wait_until="load")
             status = page.locator("td.status").first.bounding_box()
