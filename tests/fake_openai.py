@@ -66,7 +66,9 @@ class FakeOpenAI:
             return json_reply({"error": {"message": f"no route {method} {path}", "type": "not_found"}}, 404)
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization")
         if auth != f"Bearer {self.api_key}":
-            return json_reply({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, 401)
+            return json_reply(
+                {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, 401
+            )
         body = json.loads(raw)
         answer = self._next()
         if isinstance(answer, Busy):
@@ -80,7 +82,11 @@ class FakeOpenAI:
         output_tool = next((t for t in tools if t.startswith("final_result")), None)
         if isinstance(answer, dict) and output_tool:
             n = len(self.requests)
-            call = {"id": f"call_{n}", "type": "function", "function": {"name": output_tool, "arguments": json.dumps(answer)}}
+            call = {
+                "id": f"call_{n}",
+                "type": "function",
+                "function": {"name": output_tool, "arguments": json.dumps(answer)},
+            }
             message["tool_calls"] = [call]
             finish = "tool_calls"
         else:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from fake_openai import API_KEY, Busy, FakeOpenAI
+
 from hitl.spec.schema import AiActionConfig
 from hitl.steps import ai_action, llm
 
@@ -92,9 +92,9 @@ def test_the_steps_model_overrides_the_connections_and_text_output(model: FakeOp
 def test_a_bad_answer_goes_back_to_the_model_then_a_good_one(model: FakeOpenAI) -> None:
     model.answer({"from": "sam@acme.example", "to": "owner@shop.example", "subject": "Hi"}, DRAFT)
     assert ai_action.run(config()) == DRAFT
-    first, second = model.chats
+    _first, second = model.chats
     retry = messages_of(second)[-1]
-    assert retry[0] == "tool" and "body" in retry[1]  # the validation error went back as the tool's result
+    assert retry[0] == "tool" and "body is required" in retry[1]  # the reason went back as the tool's result
     # An answer with every field but one the gate would refuse (no address) is sent back too.
     model.requests.clear()
     model.statuses.clear()
@@ -105,7 +105,7 @@ def test_a_bad_answer_goes_back_to_the_model_then_a_good_one(model: FakeOpenAI) 
 
 def test_an_answer_that_never_fits_fails_with_one_line_naming_the_field(model: FakeOpenAI) -> None:
     model.answer({"from": "sam@acme.example", "to": "owner@shop.example", "subject": "Hi"})
-    with pytest.raises(ValueError) as failed:
+    with pytest.raises(ValueError, match="did not fit") as failed:
         ai_action.run(config(retries=1))
     message = str(failed.value)
     assert "\n" not in message and "after 2 tries" in message and "body" in message
@@ -145,7 +145,7 @@ def test_the_second_round_carries_the_first_draft_and_the_feedback_as_turns(mode
 @pytest.mark.parametrize(
     ("conn", "expected"),
     [
-        ({"conn_type": "postgres", "host": "127.0.0.1"}, r"'llm_bad'.*type 'postgres'.*pydanticai"),
+        ({"conn_type": "google_cloud_platform"}, r"'llm_bad'.*type 'google_cloud_platform'.*pydanticai"),
         ({"conn_type": "pydanticai", "password": "k", "extra": {"model": "nosuch:gpt"}}, r"'llm_bad'.*'nosuch'"),
         ({"conn_type": "pydanticai", "extra": {"model": "openai-chat:gpt-test"}}, r"'llm_bad' has no API key"),
         ({"conn_type": "pydanticai", "password": "k"}, r"No model specified for connection 'llm_bad'"),

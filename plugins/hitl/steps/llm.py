@@ -39,13 +39,16 @@ def _email_type() -> Any:
     from pydantic import BaseModel, ConfigDict, Field
 
     class EmailDraft(BaseModel):
-        """The email a model drafts: the four fields the gate's email kind needs."""
+        """The email a model drafts. Every field may be missing here so that what is wrong is said by the same
+        check the gate makes (``sendable_errors``), once, in its words; the schema still asks for all four."""
 
-        model_config = ConfigDict(populate_by_name=True, extra="forbid")
-        from_: str = Field(alias="from", description="the sender's email address")
-        to: str = Field(description="the recipient's email address (or a comma-separated list)")
-        subject: str = Field(description="the subject line, one line")
-        body: str = Field(description="the email's plain-text body")
+        model_config = ConfigDict(
+            populate_by_name=True, json_schema_extra={"required": ["from", "to", "subject", "body"]}
+        )
+        from_: str | None = Field(None, alias="from", description="the sender's email address")
+        to: str | None = Field(None, description="the recipient's email address (or a comma-separated list)")
+        subject: str | None = Field(None, description="the subject line, one line")
+        body: str | None = Field(None, description="the email's plain-text body")
 
     return EmailDraft
 
@@ -74,6 +77,12 @@ def connect(config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         raise LlmSetupError(text if conn_id in text else f"aiAction: connection {conn_id!r}: {text}") from None
     name = config.get("model") or conn.extra_dejson.get("model")
     return model, {"connection": conn_id, "conn_type": conn.conn_type, "model": name, "host": conn.host or ""}
+
+
+def _answer(output: Any, email: bool) -> dict[str, Any]:
+    if not email:
+        return {"text": output}
+    return {k: v for k, v in output.model_dump(by_alias=True).items() if v is not None}
 
 
 def _draft_text(draft: Any) -> str:
@@ -135,12 +144,14 @@ def run(config: dict[str, Any], context: Any = None) -> dict[str, Any]:
         retries=retries,
     )
 
+    reasons: list[str] = []
+
     @agent.output_validator
     def _fits(output: Any) -> Any:
-        answer = output.model_dump(by_alias=True) if email else {"text": output}
-        errors = sendable_errors("email" if email else "text", answer)
+        errors = sendable_errors("email" if email else "text", _answer(output, email))
         if errors:
-            raise ModelRetry("; ".join(f"{k}: {v}" for k, v in errors.items()))
+            reasons.append("; ".join(f"{k}: {v}" for k, v in errors.items()))
+            raise ModelRetry(reasons[-1])
         return output
 
     earlier, ask = history(config["prompt"], review)
@@ -149,14 +160,14 @@ def run(config: dict[str, Any], context: Any = None) -> dict[str, Any]:
         try:
             result = agent.run_sync(ask, message_history=earlier or None)
         except UnexpectedModelBehavior:
-            reason = _last_retry_reason(messages)
+            reason = reasons[-1] if reasons else _last_retry_reason(messages)
             raise ValueError(
                 f"aiAction: the model's answer did not fit the {'email' if email else 'text'} output "
                 f"after {retries + 1} tries: {reason}"
             ) from None
     seconds = round(time.monotonic() - started, 3)
     usage = result.usage()
-    answer = result.output.model_dump(by_alias=True) if email else {"text": result.output}
+    answer = _answer(result.output, email)
     provenance = {
         **facts,
         "prompt": config["prompt"],
