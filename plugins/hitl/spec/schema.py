@@ -187,7 +187,7 @@ class AiActionConfig(Strict):
     # llm: a common.ai connection (pydanticai_default); gemini: a Google Cloud one (google_cloud_default)
     connId: str | None = None
     # llm: how many times an answer that does not fit goes back to the model before the task fails
-    retries: int = Field(default=2, ge=0, le=5)
+    answerRetries: int = Field(default=2, ge=0, le=5)
     project: str | None = None
     location: str = "us-central1"
 
@@ -200,8 +200,6 @@ class AiActionConfig(Strict):
                 f"model {self.model!r} must be 'provider:model' (e.g. openai:gpt-4o, anthropic:claude-sonnet-4-5), "
                 "or left out to use the connection's model"
             )
-        if self.backend != "llm" and self.system is not None:
-            raise ValueError("system is for the llm backend")
         if self.backend == "template" and self.output == "email" and self.email is None:
             raise ValueError(
                 "the template backend with output: email needs an email: {from, to, subject, body} template"

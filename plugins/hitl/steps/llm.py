@@ -7,7 +7,7 @@ vendor pydantic-ai speaks works, and the key never passes through this code's lo
 
 ``output: email`` asks for a structured answer (a tool call the model must fill) and checks it as the
 gate checks an email (``hitl.outputs.sendable_errors``); an answer that does not fit goes back to the
-model with the reason, at most ``retries`` times, then the task fails with one line naming the field.
+model with the reason, at most ``answerRetries`` times, then the task fails with one line naming the field.
 
 After "request changes" the earlier rounds are turns of the conversation, oldest first: the prompt,
 the model's draft, the reviewer's feedback, the next draft, ... and the latest feedback is the new turn.
@@ -135,7 +135,7 @@ def run(config: dict[str, Any], context: Any = None) -> dict[str, Any]:
     model, facts = connect(config)
     review = context.get("review") if isinstance(context, dict) else None
     email = config.get("output") == "email"
-    retries = int(config.get("retries", 2))
+    retries = int(config.get("answerRetries", 2))
     system = "\n\n".join(s for s in (config.get("system") or "", EMAIL_SYSTEM if email else "") if s)
     agent: Any = Agent(
         model,

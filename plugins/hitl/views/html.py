@@ -99,8 +99,8 @@ def _graph(req: ApprovalRequest) -> tuple[list[str], list[str]]:
     return before, after
 
 
-def _xcom_outputs(req: ApprovalRequest, task_ids: list[str]) -> dict[str, Any]:
-    """The return values of these tasks in the request's run (Airflow's database: the api-server may read it)."""
+def _xcom_outputs(req: ApprovalRequest, task_ids: list[str], key: str = "return_value") -> dict[str, Any]:
+    """The return values (or XComs of ``key``) of these tasks in the request's run (Airflow's database)."""
     if not task_ids:
         return {}
     from airflow.models.xcom import XComModel
@@ -108,7 +108,7 @@ def _xcom_outputs(req: ApprovalRequest, task_ids: list[str]) -> dict[str, Any]:
 
     with create_session() as session:
         query = XComModel.get_many(
-            run_id=req.run_id, key="return_value", task_ids=task_ids, dag_ids=req.dag_id, map_indexes=req.map_index
+            run_id=req.run_id, key=key, task_ids=task_ids, dag_ids=req.dag_id, map_indexes=req.map_index
         )
         rows: list[Any] = list(session.scalars(query))
         return {row.task_id: XComModel.deserialize_value(row) for row in rows}
@@ -210,7 +210,7 @@ def _run_facts(req: ApprovalRequest) -> dict[str, Any]:
     """
     from hitl.views.auth import current_user
 
-    facts: dict[str, Any] = {"inputs": [], "done": [], "run": {}, "after": [], "outputs_hidden": ""}
+    facts: dict[str, Any] = {"inputs": [], "done": [], "run": {}, "after": [], "outputs_hidden": "", "model": None}
     try:
         access = dag_access(req.dag_id, current_user())
     except Exception as exc:  # no auth manager in this process: show nothing of the DAG
@@ -236,6 +236,13 @@ def _run_facts(req: ApprovalRequest) -> dict[str, Any]:
         facts["done"] = _side_effects(req, after)
     except Exception as exc:
         log.debug("hitl: no step context for request %s: %s", req.id, exc)
+    try:  # an llm step's own provenance: connection, model, rendered prompt, tokens, time (never the key)
+        from hitl.steps.llm import PROVENANCE_KEY
+
+        fed = _xcom_outputs(req, [req.step_id], key=PROVENANCE_KEY).get(req.step_id)
+        facts["model"] = fed if isinstance(fed, dict) else None
+    except Exception as exc:
+        log.debug("hitl: no model provenance for request %s: %s", req.id, exc)
     return facts
 
 
