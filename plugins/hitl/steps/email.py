@@ -94,15 +94,65 @@ def _send_smtp(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _send_gmail(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
-    from airflow.providers.google.common.hooks.discovery_api import GoogleDiscoveryApiHook
+GMAIL_SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
 
-    hook = GoogleDiscoveryApiHook(
-        api_service_name="gmail", api_version="v1", gcp_conn_id=config.get("connId") or "google_cloud_default"
+
+def gmail_credentials(conn_id: str, sender: str) -> Any:
+    """The Google credentials a Gmail send uses, from the google provider's connection.
+
+    A connected user's account: ``refresh_token`` (with ``client_id``, ``client_secret``, optional
+    ``token_uri``) in the connection's extra. Otherwise the provider's own credentials (a Workspace
+    service account key); one that can delegate sends as the sender (domain-wide delegation, subject).
+    """
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+
+    hook = GoogleBaseHook(gcp_conn_id=conn_id)
+    refresh_token = hook._get_field("refresh_token", None)
+    if refresh_token:
+        from google.oauth2.credentials import Credentials
+
+        return Credentials(
+            token=None,
+            refresh_token=refresh_token,
+            client_id=hook._get_field("client_id", None),
+            client_secret=hook._get_field("client_secret", None),
+            token_uri=hook._get_field("token_uri", None) or "https://oauth2.googleapis.com/token",
+            scopes=[GMAIL_SEND_SCOPE],
+        )
+    credentials = hook.get_credentials()
+    if hasattr(credentials, "with_subject"):
+        credentials = credentials.with_subject(sender)
+    if hasattr(credentials, "with_scopes"):
+        credentials = credentials.with_scopes([GMAIL_SEND_SCOPE])
+    return credentials
+
+
+def _send_gmail(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+    from googleapiclient.discovery import build
+
+    conn_id = config.get("connId") or "google_cloud_default"
+    sender = addresses(config, "from")[0]
+    bare = parse_sender(sender)
+    # gmail_api_url: only for tests that reach a local server speaking the Gmail API
+    api_url = GoogleBaseHook(gcp_conn_id=conn_id)._get_field("gmail_api_url", None)
+    service = build(
+        "gmail",
+        "v1",
+        credentials=gmail_credentials(conn_id, bare),
+        cache_discovery=False,
+        static_discovery=True,
+        client_options={"api_endpoint": api_url} if api_url else None,
     )
     raw = base64.urlsafe_b64encode(bytes(msg)).decode()
-    sent = hook.get_conn().users().messages().send(userId="me", body={"raw": raw}).execute()
+    sent = service.users().messages().send(userId="me", body={"raw": raw}).execute()
     return {"gmail_id": sent.get("id")}
+
+
+def parse_sender(formatted: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(formatted)[1]
 
 
 def sent_key(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
