@@ -34,6 +34,8 @@ class FakeGmail:
     def __init__(self) -> None:
         self.grants: list[dict[str, list[str]]] = []
         self.sent: list[dict[str, Any]] = []
+        # the next send's fate: "ok", "lost_reply" (Gmail sends it, the answer is a 503), "down" (503, not sent)
+        self.next_send = "ok"
         self.server = LoopbackServer(self._answer)
         self.url = self.server.url
 
@@ -45,8 +47,24 @@ class FakeGmail:
         if path.startswith("/gmail/v1/users/me/messages/send"):
             if headers.get("authorization", headers.get("Authorization")) != "Bearer gmail-access-token":
                 return json_reply({"error": {"code": 401}}, 401)
+            fate, self.next_send = self.next_send, "ok"
+            if fate == "down":
+                return json_reply({"error": {"code": 503, "message": "Backend Error"}}, 503)
             self.sent.append(json.loads(raw))
+            if fate == "lost_reply":
+                return json_reply({"error": {"code": 503, "message": "Backend Error"}}, 503)
             return json_reply({"id": f"18f{len(self.sent):05d}", "threadId": "t1", "labelIds": ["SENT"]})
+        if path.startswith("/gmail/v1/users/me/messages?"):
+            query = parse_qs(path.split("?", 1)[1])["q"][0].removeprefix("rfc822msgid:")
+            found = [
+                {"id": f"18f{i + 1:05d}", "threadId": "t1"}
+                for i, m in enumerate(self.sent)
+                if email.message_from_bytes(base64.urlsafe_b64decode(m["raw"]), policy=policy.default)["Message-ID"]
+                == query
+            ]
+            return json_reply(
+                {"messages": found, "resultSizeEstimate": len(found)} if found else {"resultSizeEstimate": 0}
+            )
         return 404, {}, b""
 
 
@@ -111,7 +129,7 @@ def test_gmail_sends_the_rfc5322_message_once_per_approval(
         assert grant["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
         claims = jwt_claims(grant["assertion"][0])
         assert claims["sub"] == "sam@acme.example"  # domain-wide delegation: sending as the sender
-        assert claims["scope"] == email_step.GMAIL_SEND_SCOPE
+        assert claims["scope"] == " ".join(email_step.GMAIL_SCOPES)
     else:
         assert grant["grant_type"] == ["refresh_token"] and grant["refresh_token"] == ["1//connected-account"]
     (sent,) = gmail.sent
@@ -123,3 +141,22 @@ def test_gmail_sends_the_rfc5322_message_once_per_approval(
     retry = email_step.run(dict(MESSAGE), ctx)  # the task retried after it sent: nothing more goes out
     assert retry["sent"] is False and retry["already_sent"] is True and retry["gmail_id"] == "18f00001"
     assert len(gmail.sent) == 1
+
+
+@pytest.mark.parametrize("fate", ["lost_reply", "down"])
+def test_a_retry_after_an_unknown_outcome_reconciles_with_the_mailbox(
+    fate: str, gmail: FakeGmail, ctx: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from googleapiclient.errors import HttpError
+
+    monkeypatch.setenv("AIRFLOW_CONN_GMAIL_TEST", json.dumps(refresh_token(gmail.url)))
+    gmail.next_send = fate
+    with pytest.raises(HttpError):
+        email_step.run(dict(MESSAGE), ctx)
+    retry = email_step.run(dict(MESSAGE), ctx)  # the task's retry: asks Gmail by Message-ID before sending
+    assert len(gmail.sent) == 1  # sent exactly once either way
+    sent = email.message_from_bytes(base64.urlsafe_b64decode(gmail.sent[0]["raw"]), policy=policy.default)
+    assert retry["message_id"] == sent["Message-ID"] and retry["gmail_id"] == "18f00001"
+    assert retry.get("reconciled", False) is (fate == "lost_reply")
+    again = email_step.run(dict(MESSAGE), ctx)
+    assert again["already_sent"] is True and len(gmail.sent) == 1
