@@ -170,6 +170,8 @@ def _side_effects(req: ApprovalRequest, tasks: list[str]) -> list[dict[str, Any]
                 for name in ("to", "subject", "message_id")
                 if detail.get(name)
             ]
+        if status == "done" and detail.get("gmail_id"):  # Gmail's own id of the message, to find it in Sent
+            headers = [*headers, ("Gmail message id", str(detail["gmail_id"]))]
         done.append({"task": task, "status": status, "detail": detail, "headers": headers})
     return done
 
