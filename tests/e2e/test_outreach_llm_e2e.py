@@ -32,6 +32,17 @@ DRAFT1 = {
 DRAFT2 = {**DRAFT1, "body": "Hi Rosie,\n\nAcme POS is fast, and the first 30 days are free.\n\nSam"}
 
 
+def review_page(stack: AirflowStack, request_id: int, user: str) -> str:
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{stack.base_url}/pluginsv2/hitl/request/{request_id}",
+        headers={"Authorization": f"Bearer {stack.token(user)}"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.read().decode()
+
+
 @pytest.fixture(scope="module")
 def model() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI()
@@ -73,6 +84,13 @@ def test_llm_draft_request_changes_second_draft_approve_one_email(
     prompt = ask["messages"][-1]["content"]
     assert "Rosie's Bakery" in json.dumps(prompt)  # the rendered prompt carries the research step's output
     assert model.api_key not in json.dumps(first.output)
+
+    page = review_page(llm_stack, first.id, "alice")  # "What fed this step": the model's side
+    fed = page[page.index('id="model-fed"') :]
+    fed = fed[: fed.index("</dl>")]
+    assert "pydanticai_default" in fed and "openai-chat:gpt-test" in fed and "Rosie&#39;s Bakery" in fed
+    assert " in, " in fed and " out" in fed and " s</dd>" in fed
+    assert model.api_key not in page
 
     status, answer = api_decide(llm_stack, first.id, {"action": "request_changes", "feedback": FEEDBACK}, "alice")
     assert status == 200, answer
