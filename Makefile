@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
 # Locks, all generated from pyproject.toml by `make lock` (same pins across the three):
-#   requirements.txt        tests and CI: the plugin with its google, slack and postgres extras + the dev group (test, lint)
+#   requirements.txt        tests and CI: the plugin with its google, ai, slack and postgres extras + the dev group (test, lint)
 #   requirements-demo.txt   the demo: the plugin's runtime dependencies only
 #   requirements-bench.txt  benchmarks: runtime + the bench group (dag-factory)
 LOCKS := requirements.txt requirements-demo.txt requirements-bench.txt
@@ -115,7 +115,7 @@ $(UV):
 	$(PYTHON) -m venv $(LOCK_TOOLS)
 	$(LOCK_TOOLS)/bin/pip install --quiet uv
 lock: $(UV)
-	$(UV_COMPILE) --extra google --extra slack --extra postgres --extra celery --extra statsd --group dev -o requirements.txt
+	$(UV_COMPILE) --extra google --extra ai --extra slack --extra postgres --extra celery --extra statsd --group dev -o requirements.txt
 	$(UV_COMPILE) -c requirements.txt -o requirements-demo.txt
 	$(UV_COMPILE) --group bench -c requirements.txt -o requirements-bench.txt
 
@@ -123,7 +123,7 @@ lock: $(UV)
 # and the groups it was made from, installing nothing; then the venv's own dependencies are checked.
 # tests/test_packaging.py checks all three locks' pins against the ranges without pip.
 check-lock: venv
-	$(PY) -m pip install --quiet --dry-run -r requirements.txt -e ".[google,slack,postgres,celery,statsd]" --group dev
+	$(PY) -m pip install --quiet --dry-run -r requirements.txt -e ".[google,ai,slack,postgres,celery,statsd]" --group dev
 	rm -rf $(BUILD_LEFTOVERS)
 	$(PY) -m pip check
 

@@ -28,7 +28,16 @@ from hitl import compat
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 PACKAGE_DIR = REPO / "plugins" / "hitl"
-HEAVY = {"apache-airflow-providers-google", "litellm", "openai", "dag-factory", "ray", "scikit-learn"}
+HEAVY = {
+    "apache-airflow-providers-google",
+    "apache-airflow-providers-common-ai",
+    "pydantic-ai-slim",
+    "litellm",
+    "openai",
+    "dag-factory",
+    "ray",
+    "scikit-learn",
+}
 DEV_TOOLS = {"pytest", "pytest-timeout", "aiosmtpd", "playwright", "ruff", "mypy"}
 
 
@@ -162,7 +171,7 @@ def _declared(extras: tuple[str, ...] = (), groups: tuple[str, ...] = ()) -> lis
 
 LOCKS = {
     # lock file: what `make lock` makes it from
-    "requirements.txt": (("google", "slack", "postgres", "statsd"), ("dev",)),
+    "requirements.txt": (("google", "ai", "slack", "postgres", "statsd"), ("dev",)),
     "requirements-demo.txt": ((), ()),
     "requirements-bench.txt": ((), ("bench",)),
 }
@@ -192,7 +201,14 @@ def test_locks_agree_and_the_demo_install_stays_light() -> None:
     assert "dag-factory" in bench
     assert not (bench.keys() & ((HEAVY - {"dag-factory"}) | DEV_TOOLS))
     # The tests' install keeps what the Gemini, Slack and PostgreSQL tests need, and no benchmark tools.
-    needed = {"apache-airflow-providers-google", "apache-airflow-providers-slack", "asyncpg", "pytest", "ruff"}
+    needed = {
+        "apache-airflow-providers-google",
+        "apache-airflow-providers-common-ai",
+        "openai",
+        "asyncpg",
+        "pytest",
+        "ruff",
+    }
     assert needed <= set(full)
     assert "dag-factory" not in full
 

@@ -173,21 +173,35 @@ class EmailTemplate(Strict):
     body: str = Field(min_length=1)
 
 
+# "provider:model"; the provider part is checked against pydantic-ai when the task starts (hitl.steps.llm).
+_MODEL_NAME = re.compile(r"^[a-z][a-z0-9-]*:\S+$")
+
+
 class AiActionConfig(Strict):
-    backend: Literal["template", "gemini"] = "template"
+    backend: Literal["template", "llm", "gemini"] = "template"
     output: Literal["email", "text"] = "text"
     prompt: str | None = None
+    system: str | None = None
     email: EmailTemplate | None = None
     text: str | None = None
-    model: str = "gemini-2.5-flash"
-    connId: str = "google_cloud_default"
+    # llm: "provider:model" overriding the connection's extra model; gemini: the Gemini model (gemini-2.5-flash)
+    model: str | None = None
+    # llm: a common.ai connection (pydanticai_default); gemini: a Google Cloud one (google_cloud_default)
+    connId: str | None = None
+    # llm: how many times an answer that does not fit goes back to the model before the task fails
+    answerRetries: int = Field(default=2, ge=0, le=5)
     project: str | None = None
     location: str = "us-central1"
 
     @model_validator(mode="after")
     def _backend_needs(self) -> AiActionConfig:
-        if self.backend == "gemini" and not self.prompt:
-            raise ValueError("the gemini backend needs a prompt")
+        if self.backend in ("gemini", "llm") and not self.prompt:
+            raise ValueError(f"the {self.backend} backend needs a prompt")
+        if self.backend == "llm" and self.model is not None and not _MODEL_NAME.match(self.model):
+            raise ValueError(
+                f"model {self.model!r} must be 'provider:model' (e.g. openai:gpt-4o, anthropic:claude-sonnet-4-5), "
+                "or left out to use the connection's model"
+            )
         if self.backend == "template" and self.output == "email" and self.email is None:
             raise ValueError(
                 "the template backend with output: email needs an email: {from, to, subject, body} template"

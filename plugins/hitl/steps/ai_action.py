@@ -1,13 +1,15 @@
 """aiAction: draft text or an email from a prompt and earlier outputs.
 
 Backends: ``template`` (offline: the config's Jinja templates, already rendered with the
-earlier steps' outputs; no model, no network) and ``gemini`` (Google Gemini through the
-google provider's GenAI hook and a Google Cloud connection).
+earlier steps' outputs; no model, no network), ``llm`` (any model of a common.ai / pydantic-ai
+connection: OpenAI, Azure OpenAI, Anthropic, Bedrock, Gemini, Ollama, vLLM; ``hitl.steps.llm``)
+and ``gemini`` (Google Gemini through the google provider's GenAI hook and a Google Cloud connection).
 Output: {from, to, subject, body} for ``output: email``; {text} for ``output: text``.
 
 After a reviewer requests changes the step runs again with their feedback: the ``template``
 backend's templates use ``{{ review.feedback }}`` (and ``review.round``, ``review.rounds``) like any
-other variable; ``gemini`` adds the feedback and the draft it answers to the prompt by itself.
+other variable; ``llm`` sends the earlier drafts and the feedback as turns of the conversation;
+``gemini`` adds the feedback and the draft it answers to the prompt by itself.
 """
 
 from __future__ import annotations
@@ -32,13 +34,13 @@ def _gemini(config: dict[str, Any], review: dict[str, Any] | None = None) -> dic
 
     from hitl.rounds import feedback_prompt
 
-    hook = GenAIGenerativeModelHook(gcp_conn_id=config.get("connId", "google_cloud_default"))
+    hook = GenAIGenerativeModelHook(gcp_conn_id=config.get("connId") or "google_cloud_default")
     prompt = config["prompt"] + feedback_prompt(review or {})
     if config.get("output") == "email":
         prompt = f"{prompt}\n\n{EMAIL_INSTRUCTIONS}"
     kwargs: dict[str, Any] = {
         "location": config.get("location", "us-central1"),
-        "model": config["model"],
+        "model": config.get("model") or "gemini-2.5-flash",
         "contents": [prompt],
     }
     if config.get("project"):
@@ -59,4 +61,9 @@ def _gemini(config: dict[str, Any], review: dict[str, Any] | None = None) -> dic
 
 def run(config: dict[str, Any], context: Any = None) -> dict[str, Any]:
     review = context.get("review") if isinstance(context, dict) else None
-    return _gemini(config, review) if config.get("backend") == "gemini" else _template(config)
+    backend = config.get("backend")
+    if backend == "llm":
+        from hitl.steps import llm
+
+        return llm.run(config, context)
+    return _gemini(config, review) if backend == "gemini" else _template(config)

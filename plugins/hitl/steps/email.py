@@ -94,15 +94,83 @@ def _send_smtp(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _send_gmail(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
-    from airflow.providers.google.common.hooks.discovery_api import GoogleDiscoveryApiHook
+GMAIL_SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
+# to find, after a send whose outcome is unknown (a timeout, a 5xx), whether the message is in the mailbox
+GMAIL_READ_SCOPE = "https://www.googleapis.com/auth/gmail.readonly"
+GMAIL_SCOPES = [GMAIL_SEND_SCOPE, GMAIL_READ_SCOPE]
 
-    hook = GoogleDiscoveryApiHook(
-        api_service_name="gmail", api_version="v1", gcp_conn_id=config.get("connId") or "google_cloud_default"
+
+def gmail_credentials(conn_id: str, sender: str) -> Any:
+    """The Google credentials a Gmail send uses, from the google provider's connection.
+
+    A connected user's account: ``refresh_token`` (with ``client_id``, ``client_secret``, optional
+    ``token_uri``) in the connection's extra. Otherwise the provider's own credentials (a Workspace
+    service account key); one that can delegate sends as the sender (domain-wide delegation, subject).
+    """
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+
+    hook = GoogleBaseHook(gcp_conn_id=conn_id)
+    refresh_token = hook._get_field("refresh_token", None)
+    if refresh_token:
+        from google.oauth2.credentials import Credentials
+
+        return Credentials(
+            token=None,
+            refresh_token=refresh_token,
+            client_id=hook._get_field("client_id", None),
+            client_secret=hook._get_field("client_secret", None),
+            token_uri=hook._get_field("token_uri", None) or "https://oauth2.googleapis.com/token",
+            scopes=GMAIL_SCOPES,
+        )
+    credentials = hook.get_credentials()
+    if hasattr(credentials, "with_subject"):
+        credentials = credentials.with_subject(sender)
+    if hasattr(credentials, "with_scopes"):
+        credentials = credentials.with_scopes(GMAIL_SCOPES)
+    return credentials
+
+
+def gmail_service(config: dict[str, Any]) -> Any:
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+    from googleapiclient.discovery import build
+
+    conn_id = config.get("connId") or "google_cloud_default"
+    sender = parse_sender(addresses(config, "from")[0])
+    # gmail_api_url: only for tests that reach a local server speaking the Gmail API
+    api_url = GoogleBaseHook(gcp_conn_id=conn_id)._get_field("gmail_api_url", None)
+    return build(
+        "gmail",
+        "v1",
+        credentials=gmail_credentials(conn_id, sender),
+        cache_discovery=False,
+        static_discovery=True,
+        client_options={"api_endpoint": api_url} if api_url else None,
     )
+
+
+def _send_gmail(msg: EmailMessage, config: dict[str, Any]) -> dict[str, Any]:
     raw = base64.urlsafe_b64encode(bytes(msg)).decode()
-    sent = hook.get_conn().users().messages().send(userId="me", body={"raw": raw}).execute()
+    sent = gmail_service(config).users().messages().send(userId="me", body={"raw": raw}).execute()
     return {"gmail_id": sent.get("id")}
+
+
+def gmail_find(config: dict[str, Any], message_id: str) -> str | None:
+    """Gmail's id of the message with this Message-ID in the sender's mailbox, or None (it never arrived)."""
+    found = gmail_service(config).users().messages().list(userId="me", q=f"rfc822msgid:{message_id}").execute()
+    messages = found.get("messages") or []
+    return messages[0]["id"] if messages else None
+
+
+def outcome_unknown(exc: Exception) -> bool:
+    """A Gmail send that may have gone out: no answer (timeout, connection) or a server error (5xx)."""
+    status = getattr(getattr(exc, "resp", None), "status", None)
+    return status is None or int(status) >= 500
+
+
+def parse_sender(formatted: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(formatted)[1]
 
 
 def sent_key(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
@@ -117,28 +185,43 @@ def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
     ti = context["ti"]
     key = sent_key(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
     store = get_store()
+    transport = config.get("transport", "outbox")
+    msg = build_message(config)
+    extra: dict[str, Any] | None = None
     if not store.claim_side_effect(key, "email"):
         recorded = store.side_effect(key)
         status, detail = recorded if recorded else ("unknown", {})
         if status == "done":
             log.info("Email already sent by an earlier try (%s); not sending again", detail.get("message_id"))
             return {**detail, "sent": False, "already_sent": True}
-        raise RuntimeError(
-            f"an earlier try started sending this email and did not finish ({key}); "
-            "not sending again: check the mailbox, then clear this task's record if it never went out"
-        )
-    msg = build_message(config)
-    transport = config.get("transport", "outbox")
+        if transport != "gmail" or not detail.get("message_id"):
+            raise RuntimeError(
+                f"an earlier try started sending this email and did not finish ({key}); "
+                "not sending again: check the mailbox, then clear this task's record if it never went out"
+            )
+        # Reconcile: the earlier try recorded its Message-ID before sending; ask Gmail whether it arrived.
+        msg.replace_header("Message-ID", detail["message_id"])
+        gmail_id = gmail_find(config, detail["message_id"])
+        if gmail_id:
+            log.info(
+                "Email %s was sent by an earlier try (Gmail %s); not sending again", detail["message_id"], gmail_id
+            )
+            extra = {"gmail_id": gmail_id, "reconciled": True}
+    else:
+        store.note_side_effect(key, {"transport": transport, "message_id": msg["Message-ID"]})  # record before
     sender = {
         "outbox": lambda: _send_outbox(msg, context),
         "smtp": lambda: _send_smtp(msg, config),
         "gmail": lambda: _send_gmail(msg, config),
     }
-    try:
-        extra = sender[transport]()
-    except Exception:
-        store.release_side_effect(key)  # nothing went out: a retry may send
-        raise
+    if extra is None:
+        try:
+            extra = sender[transport]()
+        except Exception as exc:
+            if transport == "gmail" and outcome_unknown(exc):
+                raise  # maybe sent: the record stays "started"; the retry reconciles with the mailbox
+            store.release_side_effect(key)  # nothing went out: a retry may send
+            raise
     detail = {
         "transport": transport,
         "message_id": msg["Message-ID"],

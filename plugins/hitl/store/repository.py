@@ -593,6 +593,15 @@ class Store:
                 update(side_effect).where(side_effect.c.key == key).values(status="done", detail=canonical_json(detail))
             )
 
+    def note_side_effect(self, key: str, detail: dict[str, Any]) -> None:
+        """What a started side effect is about to do (its message id), kept while it is still "started"."""
+        with self.writing() as conn:
+            conn.execute(
+                update(side_effect)
+                .where(side_effect.c.key == key, side_effect.c.status == "started")
+                .values(detail=canonical_json(detail))
+            )
+
     def release_side_effect(self, key: str) -> None:
         with self.writing() as conn:
             conn.execute(delete(side_effect).where(side_effect.c.key == key, side_effect.c.status == "started"))

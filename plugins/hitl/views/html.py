@@ -100,8 +100,8 @@ def _graph(req: ApprovalRequest) -> tuple[list[str], list[str]]:
     return before, after
 
 
-def _xcom_outputs(req: ApprovalRequest, task_ids: list[str]) -> dict[str, Any]:
-    """The return values of these tasks in the request's run (Airflow's database: the api-server may read it)."""
+def _xcom_outputs(req: ApprovalRequest, task_ids: list[str], key: str = "return_value") -> dict[str, Any]:
+    """The return values (or XComs of ``key``) of these tasks in the request's run (Airflow's database)."""
     if not task_ids:
         return {}
     from airflow.models.xcom import XComModel
@@ -109,7 +109,7 @@ def _xcom_outputs(req: ApprovalRequest, task_ids: list[str]) -> dict[str, Any]:
 
     with create_session() as session:
         query = XComModel.get_many(
-            run_id=req.run_id, key="return_value", task_ids=task_ids, dag_ids=req.dag_id, map_indexes=req.map_index
+            run_id=req.run_id, key=key, task_ids=task_ids, dag_ids=req.dag_id, map_indexes=req.map_index
         )
         rows: list[Any] = list(session.scalars(query))
         return {row.task_id: XComModel.deserialize_value(row) for row in rows}
@@ -171,6 +171,8 @@ def _side_effects(req: ApprovalRequest, tasks: list[str]) -> list[dict[str, Any]
                 for name in ("to", "subject", "message_id")
                 if detail.get(name)
             ]
+        if status == "done" and detail.get("gmail_id"):  # Gmail's own id of the message, to find it in Sent
+            headers = [*headers, ("Gmail message id", str(detail["gmail_id"]))]
         done.append({"task": task, "status": status, "detail": detail, "headers": headers})
     return done
 
@@ -211,7 +213,7 @@ def _run_facts(req: ApprovalRequest) -> dict[str, Any]:
     """
     from hitl.views.auth import current_user
 
-    facts: dict[str, Any] = {"inputs": [], "done": [], "run": {}, "after": [], "outputs_hidden": ""}
+    facts: dict[str, Any] = {"inputs": [], "done": [], "run": {}, "after": [], "outputs_hidden": "", "model": None}
     try:
         access = dag_access(req.dag_id, current_user())
     except Exception as exc:  # no auth manager in this process: show nothing of the DAG
@@ -237,6 +239,13 @@ def _run_facts(req: ApprovalRequest) -> dict[str, Any]:
         facts["done"] = _side_effects(req, after)
     except Exception as exc:
         log.debug("hitl: no step context for request %s: %s", req.id, exc)
+    try:  # an llm step's own provenance: connection, model, rendered prompt, tokens, time (never the key)
+        from hitl.steps.llm import PROVENANCE_KEY
+
+        fed = _xcom_outputs(req, [req.step_id], key=PROVENANCE_KEY).get(req.step_id)
+        facts["model"] = fed if isinstance(fed, dict) else None
+    except Exception as exc:
+        log.debug("hitl: no model provenance for request %s: %s", req.id, exc)
     return facts
 
 
