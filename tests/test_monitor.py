@@ -115,7 +115,8 @@ def test_the_monitor_dag_runs_once_a_day_and_a_run_by_hand_sweeps_once() -> None
     from hitl.monitor import monitor_interval, sweeping_until
 
     dag = build_monitor_dag()
-    assert dag.timetable.expression == "0 0 * * *" and dag.max_active_runs == 1  # once a day
+    assert dag.timetable.expression == "0 0 * * *"  # once a day
+    assert dag.max_active_runs == 2  # the day's run and one started by hand, side by side
     end = utc(2026, 12, 3)
     scheduled = {"dag_run": SimpleNamespace(run_type="scheduled"), "data_interval_end": end}
     assert sweeping_until(scheduled) == end + timedelta(days=1) - monitor_interval() / 2

@@ -198,7 +198,10 @@ def build_monitor_dag() -> Any:
         schedule="@daily",
         start_date=DEFAULT_START,
         catchup=False,
-        max_active_runs=1,
+        # The day's scheduled run is active all day (deferred between sweeps): a run started by hand (Trigger) must
+        # run beside it, not queue until tomorrow. Two sweeps at once are harmless: each action is a conditional
+        # update, audited once.
+        max_active_runs=2,
         tags=["hitl"],
     ) as dag:
         SweepOperator(task_id="sweep", retries=2, retry_delay=timedelta(seconds=20))  # a sweep is safe to repeat
