@@ -100,7 +100,7 @@ def test_a_mention_emails_that_user_once_and_escapes_the_comment(configured: Sto
     assert to_bob["Subject"] == f"[Mentioned] vic on outreach / draft_email (request {req.id})"
     html = to_bob.get_body(preferencelist=("html",)).get_content()
     assert "&lt;b&gt;look&lt;/b&gt; &amp; @alice" in html and "<b>look</b>" not in html
-    assert re.search(rf'href="http://airflow.example:8080/pluginsv2/hitl/request/{req.id}\?', html)
+    assert re.search(rf'href="http://airflow.example:8080/plugin/approvals/pluginsv2/hitl/request/{req.id}\?', html)
 
     from hitl.notify import notify_mention
 

@@ -43,7 +43,7 @@ def test_the_link_is_the_review_page_of_the_request_the_gate_parked_on(configure
     req, _ = configured.record_request(gate())
     assert (
         ReviewLink().get_link(None, ti_key=ti_key(req))
-        == f"http://airflow.example:8080/pluginsv2/hitl/request/{req.id}"
+        == f"http://airflow.example:8080/plugin/approvals/pluginsv2/hitl/request/{req.id}"
     )
     # a changed output supersedes the request: the link follows the gate to the new one
     newer, created = configured.record_request(gate(output={**req.output, "subject": "Changed"}))

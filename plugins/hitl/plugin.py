@@ -9,6 +9,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from hitl.compat import check_airflow_version
 from hitl.native import ReviewLink
+from hitl.notify.links import SHELL_ROUTE, UI_PATH
 
 # Refuse to load on an Airflow this plugin is not built for: Airflow lists the ImportError's message
 # as the plugin's import error instead of failing later somewhere far from the cause.
@@ -31,9 +32,9 @@ class HitlPlugin(AirflowPlugin):
     external_views = [
         {
             "name": "Approvals",
-            "href": "/pluginsv2/hitl/",
+            "href": f"{UI_PATH}/",
             "destination": "nav",
-            "url_route": "approvals",
+            "url_route": SHELL_ROUTE,
             "nav_top_level": True,
         }
     ]

@@ -153,3 +153,51 @@ def test_insights_page_in_light_and_dark_on_a_desk_and_a_phone(stack: AirflowSta
                     context.close()
         finally:
             browser.close()
+
+
+def test_a_printed_review_link_opens_inside_airflow_s_ui(stack: AirflowStack) -> None:
+    """``page_url`` (the CLI, the gate's log, emails, Slack, Required Actions) is Airflow's shell with the review page
+    in its frame: Airflow's navigation around it, its login in front of it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from hitl.notify.links import page_url
+
+    store = Store(f"sqlite:///{stack.home / 'hitl.db'}")
+    req, _ = store.record_request(gate(dag_id="deep_link", run_id="deep__1", approvers=APPROVERS))
+    from urllib.parse import urlparse
+
+    link = stack.base_url + urlparse(page_url(req.id)).path  # this process's [api] base_url is not the stack's
+    assert link == f"{stack.base_url}/plugin/approvals/pluginsv2/hitl/request/{req.id}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(link)  # not logged in: Airflow's login first, then back to the link
+            page.locator("input[name=username]").fill("alice")
+            page.locator("input[name=password]").fill(stack.passwords()["alice"])
+            page.get_by_role("button", name=re.compile("sign in|log in|login", re.I)).click()
+            page.wait_for_url(lambda url: "login" not in url, timeout=60_000)
+            if "/plugin/approvals/pluginsv2/hitl/request/" not in page.url:  # a login that lands on Home
+                page.goto(link)
+            expect(page.get_by_role("link", name="Approvals")).to_be_visible()  # Airflow's navigation is there
+            frame = page.frame_locator("iframe").first
+            expect(frame.locator("#approve")).to_have_text("Send email")
+            assert page.url.startswith(link)
+            page.screenshot(path=str(ARTIFACTS / "review-in-airflow-shell.png"), full_page=True)
+            cookies = page.context.cookies()
+            for theme in ("light", "dark"):  # the inbox and this review page in Airflow's frame on a phone
+                phone = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme=theme)
+                phone.add_cookies(cookies)  # type: ignore[arg-type]
+                small = phone.new_page()
+                for name, url in (("inbox", f"{stack.base_url}/plugin/approvals"), ("review", link)):
+                    small.goto(url)
+                    inner = small.frame_locator("iframe").first
+                    expect(inner.locator("h1, h2").first).to_be_visible()
+                    overflow = inner.locator("body").evaluate(
+                        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                    )
+                    assert overflow <= 1, f"{name} in Airflow's frame at 390 px, {theme}: {overflow}px too wide"
+                    small.screenshot(path=str(ARTIFACTS / f"{name}-in-airflow-{theme}-390.png"), full_page=True)
+                phone.close()
+        finally:
+            browser.close()

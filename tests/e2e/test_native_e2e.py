@@ -55,7 +55,7 @@ def hitl_detail(stack: AirflowStack, run_id: str) -> dict[str, Any] | None:
 def test_review_link_required_actions_and_a_native_answer_refused(stack: AirflowStack, demo_site: str) -> None:
     run_id = stack.trigger(DAG, {"prospect_url": demo_site})
     req = wait_for("the gate to park", lambda: parked(stack, run_id))
-    review = f"{stack.base_url}/pluginsv2/hitl/request/{req.id}"
+    review = f"{stack.base_url}/plugin/approvals/pluginsv2/hitl/request/{req.id}"  # inside Airflow's shell
 
     # (a) the gate task's extra link "Review" resolves to the review page (the worker stored it when it deferred)
     links_path = f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/{GATE}/links"
@@ -149,7 +149,8 @@ def _screenshots(stack: AirflowStack, run_id: str, request_id: int) -> None:
             goto(page, f"{task_page}/details")
             review = page.get_by_role("link", name="Review", exact=True)
             review.wait_for(timeout=60_000)
-            assert review.get_attribute("href") == f"{stack.base_url}/pluginsv2/hitl/request/{request_id}"
+            shell_url = f"{stack.base_url}/plugin/approvals/pluginsv2/hitl/request/{request_id}"
+            assert review.get_attribute("href") == shell_url
             page.screenshot(path=str(ARTIFACTS / "gate_task_review_link.png"), full_page=True)
             goto(page, f"{stack.base_url}/required_actions")
             page.get_by_text("Review draft_email:").first.wait_for(timeout=60_000)

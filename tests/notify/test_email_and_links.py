@@ -36,7 +36,8 @@ def test_one_email_per_request_with_a_working_signed_link(sqlite_store: Store, s
     for link, action in ((review, "review"), (approve, "approve"), (reject, "reject")):
         url = urlparse(link)
         assert (
-            f"{url.scheme}://{url.netloc}{url.path}" == f"http://airflow.example:8080/pluginsv2/hitl/request/{req.id}"
+            f"{url.scheme}://{url.netloc}{url.path}"
+            == f"http://airflow.example:8080/plugin/approvals/pluginsv2/hitl/request/{req.id}"
         )
         query = parse_qs(url.query)
         assert query["action"] == [action]

@@ -15,6 +15,11 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from hitl.config import airflow_home, load_settings
 
+# Where the review UI lives: the FAB view's path, and the route of its entry in Airflow's navigation
+# (``HitlPlugin.external_views``). Airflow 3.3's shell opens ``/plugin/<route>/<path>`` with ``<path>`` in its
+# frame, so a printed or mailed link opens inside Airflow's UI (its navigation, theme and login), not bare.
+UI_PATH = "/pluginsv2/hitl"
+SHELL_ROUTE = "approvals"
 SALT = "hitl-review-link"
 ACTIONS = ("review", "approve", "reject", "edit")
 DEFAULT_MAX_AGE = 7 * 86400
@@ -48,7 +53,7 @@ def make_token(request_id: int, action: str) -> str:
 
 def page_url(request_id: int) -> str:
     """The review page of a request, unsigned (the CLI, the gate's log and Review link, Required Actions)."""
-    return f"{load_settings().base_url}/pluginsv2/hitl/request/{request_id}"
+    return f"{load_settings().base_url}/plugin/{SHELL_ROUTE}{UI_PATH}/request/{request_id}"
 
 
 def review_url(request_id: int, action: str = "review") -> str:
