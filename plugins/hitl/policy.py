@@ -441,18 +441,6 @@ class Verdict:
             "held": self.held,
         }
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
-        return cls(
-            decision=data["decision"],
-            rule=data.get("rule"),
-            rule_hash=data.get("rule_hash", ""),
-            mode=data.get("mode", "shadow"),
-            reason=data.get("reason", ""),
-            sampled=bool(data.get("sampled")),
-            held=data.get("held"),
-        )
-
     def describe(self) -> str:
         """``policy (shadow) would approve: approveWhen matched``, for pages and logs."""
         verb = {"approve": "approve", "reject": "reject", "none": "leave it to a human"}[self.decision]

@@ -223,12 +223,13 @@ def test_signed_link_opens_the_action_and_a_tampered_one_decides_nothing(
 ) -> None:
     from urllib.parse import urlparse
 
-    from hitl.notify.links import review_url
+    from hitl.notify.links import SHELL_ROUTE, UI_PATH, review_url
 
     monkeypatch.setenv("AIRFLOW__HITL__SECRET_KEY", "test-link-secret")
     req, _ = ui_store.record_request(gate())
     link = urlparse(review_url(req.id, "approve"))
-    path = link.path.removeprefix("/pluginsv2/hitl") + "?" + link.query
+    assert link.path.startswith(f"/plugin/{SHELL_ROUTE}{UI_PATH}/")  # opens inside Airflow's shell
+    path = link.path.removeprefix(f"/plugin/{SHELL_ROUTE}{UI_PATH}") + "?" + link.query
     alice = as_user("alice")
     page = alice.get(path).get_data(as_text=True)
     assert 'id="link-action"' in page and 'id="approve" autofocus' in page
