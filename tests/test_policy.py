@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -203,10 +202,8 @@ def test_hostile_rules_are_refused_when_loaded() -> None:
 
 def test_a_catastrophic_pattern_on_a_hostile_draft_is_undecided_not_a_hang() -> None:
     rule = {"approveWhen": {"path": "output.body", "matches": "^(a|aa)+$"}}
-    started = time.monotonic()
-    found = verdict_of(rule, {**EMAIL, "body": "a" * 5000 + "!"})
+    found = verdict_of(rule, {**EMAIL, "body": "a" * 5000 + "!"})  # backtracks for ever without the time limit
     assert found.decision == "none" and "took longer than" in found.reason
-    assert time.monotonic() - started < 30  # bounded by the pattern's time limit (generous for a busy machine)
 
 
 def test_a_huge_draft_is_matched_on_a_bounded_prefix() -> None:

@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hitl.spec.suggest import suggest
+
 MAX_DEPTH = 8  # nesting of all / any / not
 MAX_NODES = 200  # predicates in one rule
 MAX_LIST = 500  # values of one in / notIn
@@ -238,8 +240,6 @@ class _Parser:
     def _compare(self, raw: dict[str, Any], at: KeyPath) -> Predicate | None:
         unknown = [k for k in raw if k != "path" and k not in COMPARISONS]
         if unknown:
-            from hitl.spec.loader import suggest
-
             key = str(unknown[0])
             close = suggest(key, [*COMPARISONS, *COMBINATORS, "path"])
             hint = f" (did you mean {close!r}?)" if close else f" (comparisons: {', '.join(COMPARISONS)})"
@@ -369,8 +369,6 @@ class Shapes:
             if step not in self.earlier:
                 if step in self.later:
                     return f"step {step!r} does not run before this gate: a policy reads only earlier steps"
-                from hitl.spec.loader import suggest
-
                 close = suggest(step, list(self.earlier))
                 hint = f" (did you mean {close!r}?)" if close else ""
                 return f"no step {step!r} before this gate{hint}"
@@ -384,8 +382,6 @@ class Shapes:
             return None
         name = rest[0]
         if name not in fields:
-            from hitl.spec.loader import suggest
-
             close = suggest(name, list(fields))
             hint = f" (did you mean {close!r}?)" if close else f" (fields: {', '.join(fields)})"
             article = "an" if (kind or "x")[0] in "aeiou" else "a"
@@ -470,8 +466,6 @@ class GatePolicy:
             raise PolicyError([((), f"must be a mapping with approveWhen and/or rejectWhen, got {_describe(raw)}")])
         for key in raw:
             if key not in POLICY_KEYS:
-                from hitl.spec.loader import suggest
-
                 close = suggest(str(key), list(POLICY_KEYS))
                 hint = f" (did you mean {close!r}?)" if close else f" (keys: {', '.join(POLICY_KEYS)})"
                 errors.append(((str(key),), f"unknown key {str(key)!r}{hint}"))

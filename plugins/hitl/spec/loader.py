@@ -50,6 +50,8 @@ from hitl.spec.schema import (
     duration_seconds,
     parse_start_date,
 )
+from hitl.spec.suggest import normal as _normal
+from hitl.spec.suggest import suggest
 from hitl.steps import output_kind
 
 if TYPE_CHECKING:
@@ -168,25 +170,6 @@ def _describe(value: Any) -> str:
         return f"a {type(value).__name__} of {len(value)} items"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# -- "did you mean" -------------------------------------------------------------------------
-
-
-def _normal(key: str) -> str:
-    return key.casefold().replace("_", "").replace("-", "")
-
-
-def suggest(key: str, candidates: list[str]) -> str | None:
-    """The candidate ``key`` most likely meant: same but for case/_/-, else the closest spelling."""
-    for candidate in candidates:
-        if _normal(candidate) == _normal(key):
-            return candidate
-    if len(candidates) > 500:  # difflib is quadratic-ish: no fuzzy guess among very many
-        return None
-    by_normal = {_normal(c): c for c in candidates}
-    close = difflib.get_close_matches(_normal(key), list(by_normal), n=1, cutoff=0.6)
-    return by_normal[close[0]] if close else None
 
 
 def _keys(model: type[BaseModel] | None) -> list[str]:

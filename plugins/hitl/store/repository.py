@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,16 +53,9 @@ NOTIFY_CHANNEL = "hitl_decision"
 
 
 def verdict_of(row: Any) -> Verdict:
+    """A ``hitl_policy_verdict`` row as the value the policy made (its columns are the value's fields)."""
     m = row._mapping
-    return Verdict(
-        decision=m["decision"],
-        rule=m["rule"],
-        rule_hash=m["rule_hash"],
-        mode=m["mode"],
-        reason=m["reason"],
-        sampled=bool(m["sampled"]),
-        held=m["held"],
-    )
+    return Verdict(**{f.name: m[f.name] for f in dataclass_fields(Verdict)})
 
 
 class Store:
@@ -159,7 +153,7 @@ class Store:
         """The policy's verdict beside its request, held where a policy may never act (quorum, a change request)."""
         verdict = gate.verdict
         assert verdict is not None
-        if verdict.decision != "none" and gate.options.min_approvals > 1 and verdict.decision == "approve":
+        if verdict.decision == "approve" and gate.options.min_approvals > 1:
             verdict = verdict.holding(f"the gate needs {gate.options.min_approvals} approvals")
         if verdict.decision != "none" and revision > 1:
             verdict = verdict.holding(f"draft {revision}: a reviewer asked for changes in this run")
