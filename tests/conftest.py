@@ -8,9 +8,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from helpers import FakeSlack
 
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="hitl-test-airflow-"))
@@ -135,53 +138,12 @@ def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpInbox]:
     controller.stop()
 
 
-class FakeSlack:
-    """A local HTTP server speaking the parts of Slack's webhook and Web API that we use."""
-
-    def __init__(self) -> None:
-        from helpers import LoopbackServer
-
-        self.emails: dict[str, str] = {}
-        self.server = LoopbackServer(self._answer)
-        self.url = self.server.url
-
-    @property
-    def calls(self) -> list[tuple[str, Any]]:
-        import json
-        from urllib.parse import parse_qs
-
-        out = []
-        for _method, path, headers, raw in self.server.calls:
-            text = raw.decode()
-            if "json" in (headers.get("Content-Type") or ""):
-                body: Any = json.loads(text or "{}")
-            else:
-                body = {k: v[0] for k, v in parse_qs(text).items()}
-            out.append((path, body))
-        return out
-
-    def _answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
-        from urllib.parse import parse_qs
-
-        from helpers import json_reply
-
-        if path == "/api/chat.postMessage":
-            return json_reply({"ok": True, "channel": "C123", "ts": "1700000000.000100"})
-        if path == "/api/views.open":
-            return json_reply({"ok": True, "view": {"id": "V1"}})
-        if path == "/api/users.info":
-            user = {k: v[0] for k, v in parse_qs(raw.decode()).items()}.get("user")
-            return json_reply({"ok": True, "user": {"id": user, "profile": {"email": self.emails.get(user or "", "")}}})
-        return 200, {"Content-Type": "text/plain"}, b"ok"
-
-    def posted(self, path: str) -> list[Any]:
-        return [body for p, body in self.calls if p == path]
-
-
 @pytest.fixture
 def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
     """Airflow connections ``slack_hook`` (incoming webhook) and ``slack_bot`` (bot token) pointing at FakeSlack."""
     import json
+
+    from helpers import FakeSlack
 
     slack = FakeSlack()
     monkeypatch.setenv(

@@ -127,6 +127,7 @@ def render_partial(app: Any, template: str, store: Any, request_id: int, reviewe
 
     from flask import render_template
 
+    from hitl.access import access
     from hitl.views.changes import review_extras
     from hitl.views.render import when
 
@@ -138,7 +139,50 @@ def render_partial(app: Any, template: str, store: Any, request_id: int, reviewe
             req=req,
             reviewer=reviewer,
             action="",
-            hx=review_extras(store, req, reviewer),
+            hx=review_extras(store, req, access(req, reviewer)),
             when=lambda value, seconds=False: when(value, ("UTC", UTC), seconds),
             **ctx,
         )
+
+
+class FakeSlack:
+    """A local HTTP server speaking the parts of Slack's webhook and Web API that we use."""
+
+    def __init__(self) -> None:
+        from helpers import LoopbackServer
+
+        self.emails: dict[str, str] = {}
+        self.server = LoopbackServer(self._answer)
+        self.url = self.server.url
+
+    @property
+    def calls(self) -> list[tuple[str, Any]]:
+        import json
+        from urllib.parse import parse_qs
+
+        out = []
+        for _method, path, headers, raw in self.server.calls:
+            text = raw.decode()
+            if "json" in (headers.get("Content-Type") or ""):
+                body: Any = json.loads(text or "{}")
+            else:
+                body = {k: v[0] for k, v in parse_qs(text).items()}
+            out.append((path, body))
+        return out
+
+    def _answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        from urllib.parse import parse_qs
+
+        from helpers import json_reply
+
+        if path == "/api/chat.postMessage":
+            return json_reply({"ok": True, "channel": "C123", "ts": "1700000000.000100"})
+        if path == "/api/views.open":
+            return json_reply({"ok": True, "view": {"id": "V1"}})
+        if path == "/api/users.info":
+            user = {k: v[0] for k, v in parse_qs(raw.decode()).items()}.get("user")
+            return json_reply({"ok": True, "user": {"id": user, "profile": {"email": self.emails.get(user or "", "")}}})
+        return 200, {"Content-Type": "text/plain"}, b"ok"
+
+    def posted(self, path: str) -> list[Any]:
+        return [body for p, body in self.calls if p == path]

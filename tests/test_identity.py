@@ -1,4 +1,5 @@
-"""Identity lookups by email are exact, ignoring case: no LIKE wildcards, in FAB's users and in ``user_emails``."""
+"""Identity lookups by email are exact ASCII, ignoring case: no LIKE wildcards, no Unicode folding, in FAB's users
+and in ``user_emails``; the user found is asked of the auth manager (``hitl.airflow_users``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from typing import Any
 
 import pytest
 
-from hitl import identity
+from hitl import airflow_users, identity
 
 FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+SIMPLE = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 NOT_ALICE = ["a_ice@example.com", "%@example.com", "_lice@example.com", "alice@example.co_", "%", "", "  "]
+# Look-alikes that Unicode case folding would map to an ASCII user (KELVIN SIGN K -> k, dotless i, fullwidth a)
+LOOK_ALIKES = ["\u212aate@example.com", "al\u0131ce@example.com", "\uff41lice@example.com"]
+DAGS = ["outreach"]
 
 
 @pytest.fixture
@@ -58,17 +63,18 @@ def fab_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 @pytest.mark.usefixtures("fab_users")
 def test_fab_email_lookup_is_exact_ignoring_case() -> None:
     for email in ("alice@example.com", "ALICE@example.com", " Alice@Example.COM "):
-        found = identity.reviewer_by_email(email)
+        found = airflow_users.reviewer_with_email(email, DAGS)
         assert found is not None and found.name == "alice" and found.roles == frozenset({"user"}), email
-    for email in NOT_ALICE:
-        assert identity.reviewer_by_email(email) is None, email
+    for email in NOT_ALICE + LOOK_ALIKES:
+        assert airflow_users.reviewer_with_email(email, DAGS) is None, email
 
 
 @pytest.mark.usefixtures("fab_users")
 def test_fab_name_lookup_is_exact() -> None:
-    assert identity.lookup_reviewer("alice").email == "alice@example.com"
-    assert identity.lookup_reviewer("a_ice").email is None
-    assert identity.lookup_reviewer("%").email is None
+    assert airflow_users.asserted_reviewer("alice", DAGS).email == "alice@example.com"
+    for name in ("a_ice", "%", "alice%"):
+        with pytest.raises(airflow_users.UnknownUser, match="no Airflow user named"):
+            airflow_users.asserted_reviewer(name, DAGS)
 
 
 def test_fab_filter_compares_lowercased_email_with_equality_not_like() -> None:
@@ -83,16 +89,17 @@ def test_fab_filter_compares_lowercased_email_with_equality_not_like() -> None:
 
 
 def test_user_emails_lookup_is_exact_ignoring_case(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "")
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE)
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:user,bob:admin")
     monkeypatch.setenv("AIRFLOW__HITL__USER_EMAILS", "alice:alice@example.com, bob:bob@example.com")
-    found = identity.reviewer_by_email("ALICE@example.com")
+    found = airflow_users.reviewer_with_email("ALICE@example.com", DAGS)
     assert found is not None and found.name == "alice" and found.roles == frozenset({"user"})
-    for email in NOT_ALICE:
-        assert identity.reviewer_by_email(email) is None, email
+    assert found.dags == frozenset(DAGS)  # SimpleAuthManager lets every role read every DAG
+    for email in NOT_ALICE + LOOK_ALIKES:
+        assert airflow_users.reviewer_with_email(email, DAGS) is None, email
 
 
 def test_user_emails_shared_by_two_users_maps_to_nobody(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "")
     monkeypatch.setenv("AIRFLOW__HITL__USER_EMAILS", "alice:team@example.com,bob:TEAM@example.com")
-    assert identity.reviewer_by_email("team@example.com") is None
+    assert airflow_users.reviewer_with_email("team@example.com", DAGS) is None

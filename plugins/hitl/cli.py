@@ -105,15 +105,19 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, action: str) -> int:
+    from hitl.airflow_users import UnknownUser, asserted_reviewer
     from hitl.decisions import DecisionError, RerunRefused, decide
-    from hitl.identity import lookup_reviewer
 
     field = {"approve": "comment", "reject": "reason", "request_changes": "feedback"}[action]
     try:
         comment = check_text(getattr(args, field), field)
+        reviewer = asserted_reviewer(args.user, _store().dag_ids())
     except BadInput as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    except UnknownUser as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_REFUSED
     edited = None
     store = _store()
     if getattr(args, "output_json", None):
@@ -126,7 +130,7 @@ def _decide(args: argparse.Namespace, action: str) -> int:
         outcome = decide(
             store,
             args.id,
-            lookup_reviewer(args.user),
+            reviewer,
             action,  # type: ignore[arg-type]
             comment=comment,
             edited_output=edited,
@@ -156,17 +160,21 @@ def _edit_over_draft(store: Any, request_id: int, given: Any) -> dict[str, Any] 
 
 
 def _comment(args: argparse.Namespace) -> int:
+    from hitl.airflow_users import UnknownUser, asserted_reviewer
     from hitl.comments import add_comment
     from hitl.decisions import DecisionError
-    from hitl.identity import lookup_reviewer
 
     try:
         body = check_text(args.body, "comment")
+        author = asserted_reviewer(args.user, _store().dag_ids())
     except BadInput as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    except UnknownUser as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_REFUSED
     try:
-        comment = add_comment(_store(), args.id, lookup_reviewer(args.user), body, channel="cli")
+        comment = add_comment(_store(), args.id, author, body, channel="cli")
     except DecisionError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_REFUSED

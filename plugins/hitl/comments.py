@@ -61,25 +61,11 @@ def mentioned_names(body: str) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def known_user(name: str) -> Reviewer | None:
-    """The Airflow user called ``name`` (with their email when known), or None when there is none."""
-    from hitl.config import conf_get
-    from hitl.identity import _fab_reviewer, _uses_fab, user_directory
+def known_user(name: str, dag_id: str) -> Reviewer | None:
+    """The Airflow user called ``name``, asked of the auth manager (may they read ``dag_id``?), or None."""
+    from hitl.airflow_users import reviewer_named
 
-    if _uses_fab():
-        found = _fab_reviewer(username=name)
-        if found is not None:
-            return found
-    directory = user_directory()
-    simple = {
-        user.strip(): role.strip().lower()
-        for user, _, role in (e.partition(":") for e in conf_get("core", "simple_auth_manager_users", "").split(","))
-        if user.strip()
-    }
-    if name in directory or name in simple:
-        roles = frozenset({simple[name]}) if simple.get(name) else frozenset()
-        return Reviewer(name, directory.get(name) or None, roles)
-    return None
+    return reviewer_named(name, [dag_id])
 
 
 def add_comment(
@@ -87,7 +73,7 @@ def add_comment(
 ) -> PostedComment:
     """Record a comment on ``request_id`` by ``author`` and notify the users it mentions. Never decides."""
     req = store.get(request_id)
-    if req is None:
+    if req is None or not author.may_read(req.dag_id):  # a DAG Airflow hides from the author: no such request
         raise NotFound(f"no approval request {request_id}")
     if not isinstance(body, str):
         raise CommentRefused("the comment must be text")
@@ -105,8 +91,8 @@ def add_comment(
             break
         if name == author.name:
             continue
-        user = known_user(name)
-        if user is not None:
+        user = known_user(name, req.dag_id)
+        if user is not None and user.may_read(req.dag_id):  # never tell a request to whom Airflow hides its DAG
             people.append(user)
         else:
             unknown.append(name)

@@ -16,12 +16,14 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from hitl.access import Action as AccessAction
+from hitl.access import Refusal, access, closed_message, not_found
 from hitl.gate_end import DirectRoute, GateNotWaiting, RerunUnavailable, StepRerun
-from hitl.identity import Reviewer, describe_approvers, may_decide
+from hitl.identity import Reviewer
 from hitl.metrics import metrics
 from hitl.outputs import field_errors, sendable_errors
 from hitl.policy import Verdict
-from hitl.store import APPROVED, CHANGES_REQUESTED, PENDING, REJECTED, SUPERSEDED, ApprovalRequest, Store, utcnow
+from hitl.store import APPROVED, CHANGES_REQUESTED, PENDING, REJECTED, ApprovalRequest, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,14 @@ class InvalidEdit(DecisionError):
         super().__init__("invalid edit: " + "; ".join(errors.values()))
 
 
+REFUSALS: dict[Refusal, type[DecisionError]] = {
+    Refusal.NOT_FOUND: NotFound,
+    Refusal.ALREADY_DECIDED: AlreadyDecided,
+    Refusal.NOT_ALLOWED: NotAllowed,
+    Refusal.NO_REVISIONS_LEFT: NoRevisionsLeft,
+}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What ``decide`` did: the request as it now stands, and the message for the reviewer."""
@@ -101,16 +111,7 @@ class Outcome:
 
 def already_decided_message(req: ApprovalRequest) -> str:
     """The one line a reviewer reads when the request is closed already."""
-    if req.status == SUPERSEDED:
-        return f"request {req.id} was superseded by request {req.superseded_by}: the step's output changed"
-    if req.status == CHANGES_REQUESTED:
-        when = req.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if req.decided_at else "an unknown time"
-        return (
-            f"changes already requested by {req.decided_by} at {when}: the step makes a new draft, "
-            "which is a new request of this gate"
-        )
-    when = req.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if req.decided_at else "an unknown time"
-    return f"already decided by {req.decided_by} at {when} ({req.status})"
+    return closed_message(req)
 
 
 def decide(
@@ -132,7 +133,7 @@ def decide(
     """
     req = store.get(request_id)
     if req is None:
-        raise NotFound(f"no approval request {request_id}")
+        raise NotFound(not_found(request_id))
 
     def refuse(exc: DecisionError) -> DecisionError:
         try:
@@ -142,25 +143,22 @@ def decide(
         metrics.refused(exc.code, channel)
         return exc
 
+    if not reviewer.may_read(req.dag_id):  # Airflow hides the DAG from this reviewer: so is its request
+        raise refuse(NotFound(not_found(request_id)))
     what = "feedback" if action == "request_changes" else "reason"
     if comment is not None and not isinstance(comment, str):
         raise refuse(DecisionError(f"the {what} must be text"))
     if comment is not None and len(comment) > MAX_COMMENT:
         raise refuse(DecisionError(f"the {what} is too long ({len(comment)} characters; at most {MAX_COMMENT})"))
-    if req.status != PENDING:
-        raise refuse(AlreadyDecided(already_decided_message(req)))
+    rights = access(req, reviewer)
+    closed = rights.why_not(AccessAction.APPROVE)
+    if closed is not None and closed.reason is Refusal.ALREADY_DECIDED:  # whatever the action
+        raise refuse(AlreadyDecided(closed.message))
     if action not in ACTIONS:
         raise refuse(DecisionError(f"unknown action {str(action)[:40]!r}: approve, reject or request_changes"))
-    if not may_decide(reviewer, req.approvers):
-        raise refuse(
-            NotAllowed(
-                f"{reviewer.name} is not an approver of request {req.id} "
-                f"({req.dag_id}.{req.step_id}; approvers: {describe_approvers(req.approvers)})"
-            )
-        )
-    if action != "reject" and not req.allow_self_approval and req.triggered_by == reviewer.name:
-        verb = "approve it" if action == "approve" else "request changes on it"
-        raise refuse(NotAllowed(f"{reviewer.name} triggered this run and may not {verb} (self-approval is off)"))
+    denied = rights.why_not(action)
+    if denied is not None:
+        raise refuse(REFUSALS[denied.reason](denied.message))
     if seen_hash and seen_hash != req.output_hash:
         raise refuse(
             StaleOutput(f"the output of request {req.id} changed since you opened it: reload and review again")
@@ -170,22 +168,15 @@ def decide(
     if action == "request_changes":
         if not (comment or "").strip():
             raise refuse(DecisionError("feedback is required to request changes: what should the next draft change?"))
-        if req.revisions_left <= 0:
-            raise refuse(
-                NoRevisionsLeft(
-                    f"no change requests left: {req.revisions_used} of {req.max_revisions} used; approve or reject"
-                )
-            )
         if edited_output is not None:
             raise refuse(DecisionError("an edit can only be approved"))
         return _request_changes(store, req, reviewer, comment.strip() if comment else "", channel, refuse)
     if edited_output is not None:
         if action != "approve":
             raise refuse(DecisionError("an edit can only be approved"))
-        if req.min_approvals > 1:  # approvers would be approving different versions
-            raise refuse(
-                DecisionError(f"edit & approve is not available when {req.min_approvals} approvals are needed")
-            )
+        no_edit = rights.why_not(AccessAction.EDIT)
+        if no_edit is not None:
+            raise refuse(REFUSALS[no_edit.reason](no_edit.message))
         errors = field_errors(req.output_kind, edited_output)
         if errors:
             raise refuse(InvalidEdit(errors))
@@ -197,6 +188,7 @@ def decide(
             raise refuse(InvalidEdit({k: f"cannot be acted on as it is: {v}" for k, v in problems.items()}))
 
     overdue: str | None = None
+    approvals = 0
     with store.writing() as conn:
         # The row lock serializes every decision on this request (a quorum's votes are counted one
         # at a time), and a vote is only ever written while the request is pending.
@@ -214,8 +206,8 @@ def decide(
             final = True
         elif not store.add_vote(conn, req.id, reviewer.name, APPROVED):
             won, final = False, False
-        elif store.count_votes(conn, req.id, APPROVED) < req.min_approvals:
-            won, final = True, False
+        elif (approvals := store.count_votes(conn, req.id, APPROVED)) < req.min_approvals:
+            won, final = True, False  # this vote's own count, under the lock: not a later voter's
         else:
             won = store.close_request(
                 conn, req.id, status=APPROVED, user=reviewer.name, comment=comment, edited_output=edited_output
@@ -239,24 +231,19 @@ def decide(
                     **({"policy": verdict.as_dict()} if verdict is not None else {}),
                 },
             )
+        current = store.get_in(conn, req.id)  # the request as this transaction leaves it: no second read
+    assert current is not None
     if overdue is not None:
-        closed = store.get(req.id)
-        if closed is not None:
-            metrics.decided(closed, "expiry")
-            DirectRoute.end(closed)
+        metrics.decided(current, "expiry")
+        DirectRoute.end(current)
         raise refuse(AlreadyDecided(f"request {req.id} {overdue}"))
     if not won:
-        current = store.get(req.id)
-        assert current is not None
         if current.status == PENDING:
             raise refuse(
                 AlreadyDecided(f"{reviewer.name} already approved request {req.id}; waiting for more approvers")
             )
         raise refuse(AlreadyDecided(already_decided_message(current)))
-    current = store.get(req.id)
-    assert current is not None
     if not final:
-        approvals = len([v for v in store.votes(req.id) if v[1] == APPROVED])
         return Outcome(current, False, f"approval {approvals} of {req.min_approvals} recorded for request {req.id}")
     log.info("request %s %s by %s via %s", req.id, current.status, reviewer.name, channel)
     metrics.decided(current, channel)

@@ -12,9 +12,18 @@ VIEWER_ROLES = frozenset({"viewer"})
 
 @dataclass(frozen=True)
 class Reviewer:
+    """A person as Airflow's auth manager describes them, asked once per call (``hitl.airflow_users``).
+
+    ``dags``: the DAGs this person may read (``None``: not narrowed, for the store's own callers such as
+    tests and the policy); a request of any other DAG does not exist for them. ``decide_permission``: what
+    the auth manager says of deciding at all (FAB's "can edit on Approvals"); ``False`` reads only.
+    """
+
     name: str
     email: str | None = None
     roles: frozenset[str] = field(default_factory=frozenset)
+    dags: frozenset[str] | None = None
+    decide_permission: bool = True
 
     @property
     def is_admin(self) -> bool:
@@ -22,8 +31,12 @@ class Reviewer:
 
     @property
     def can_decide_anything(self) -> bool:
-        """Viewers read; they never decide, whatever a spec lists."""
-        return not (self.roles and self.roles <= VIEWER_ROLES)
+        """Viewers read; they never decide, whatever a spec lists; nor does a user the auth manager refuses."""
+        return self.decide_permission and not (self.roles and self.roles <= VIEWER_ROLES)
+
+    def may_read(self, dag_id: str) -> bool:
+        """Whether requests of ``dag_id`` exist for this reviewer (Airflow lets them read the DAG)."""
+        return self.dags is None or dag_id in self.dags
 
 
 def reviewer_from_user(user: Any) -> Reviewer:
@@ -45,12 +58,6 @@ def user_directory() -> dict[str, str]:
     return {user.strip(): email.strip() for user, _, email in pairs}
 
 
-def _uses_fab() -> bool:
-    from hitl.config import conf_get
-
-    return "fab" in conf_get("core", "auth_manager", "").lower()
-
-
 def fab_user_filter(user_model: Any, *, username: str | None = None, email: str | None = None) -> Any:
     """The WHERE clause for one FAB user: the exact name, or the exact email ignoring case.
 
@@ -63,52 +70,18 @@ def fab_user_filter(user_model: Any, *, username: str | None = None, email: str 
     return func.lower(user_model.email) == (email or "").strip().lower()
 
 
-def _fab_reviewer(*, username: str | None = None, email: str | None = None) -> Reviewer | None:
-    """A FAB user by name or email, where this process may read Airflow's database (not in task code)."""
-    if not username and not (email or "").strip():
-        return None
-    try:
-        from airflow.providers.fab.auth_manager.models import User
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            users = session.query(User).filter(fab_user_filter(User, username=username, email=email)).limit(2).all()
-            if len(users) != 1:  # none, or two accounts whose emails differ only in case: nobody
-                return None
-            user = users[0]
-            return Reviewer(user.username, user.email, frozenset(r.name.lower() for r in user.roles))
-    except Exception:
-        return None
-
-
 def lookup_reviewer(name: str) -> Reviewer:
-    """A reviewer by user name (for the CLI): FAB's users, else SimpleAuthManager's user list and ``user_emails``."""
+    """A reviewer by user name without asking an auth manager: SimpleAuthManager's user list and ``user_emails``.
+
+    The CLI's ``--user`` under auth managers other than FAB (``hitl.airflow_users.asserted_reviewer``)."""
     from hitl.config import conf_get
 
-    if _uses_fab():
-        fab = _fab_reviewer(username=name)
-        if fab is not None:
-            return fab
     email = user_directory().get(name)
     for entry in conf_get("core", "simple_auth_manager_users", "").split(","):
         user, _, role = entry.strip().partition(":")
         if user == name and role:
             return Reviewer(name, email, frozenset({role.strip().lower()}))
     return Reviewer(name, email)
-
-
-def reviewer_by_email(email: str) -> Reviewer | None:
-    """The Airflow user with exactly this email, ignoring case (how Slack users are mapped): FAB's users,
-    else ``user_emails``."""
-    wanted = (email or "").strip().lower()
-    if not wanted:
-        return None
-    if _uses_fab():
-        fab = _fab_reviewer(email=wanted)
-        if fab is not None:
-            return fab
-    matches = [name for name, known in user_directory().items() if known.lower() == wanted]
-    return lookup_reviewer(matches[0]) if len(matches) == 1 else None
 
 
 def may_decide(reviewer: Reviewer, approvers: Sequence[dict[str, str]], extra: Sequence[dict[str, str]] = ()) -> bool:

@@ -80,6 +80,25 @@ def test_fab_roles_gate_reading_and_deciding(tmp_path: Path) -> None:
     assert result["rita_inbox"] == 200 and result["dave_inbox"] == 200
     assert result["vera_inbox"] == 403  # FAB's Viewer role lacks "can read on Approvals"
     assert result["rita_decide"] == 403, result["rita_says"]  # listed by email, but ApprovalReader may only read
-    assert "rita is not an approver" in result["rita_says"]
+    assert "rita may not decide approvals (Airflow permission &#39;can edit on Approvals&#39;)" in result["rita_says"]
     assert result["dave_decide"] == 302
     assert (result["status"], result["decided_by"]) == ("approved", "dave")
+    # DAG-level roles: DAG payroll's request does not exist for dave (he reads DAG:outreach only), on every surface
+    other = result["other_id"]
+    assert result["inbox_lists_other"] is False and result["insights_lists_other"] is False
+    assert result["badge"] == {"attention": 0}  # outreach's request is decided; payroll's is not counted
+    assert result["review_other"] == 404 and result["decide_other"] == 404 and result["comment_other"] == 404
+    assert result["api_list"] == ["outreach"]
+    assert (result["api_get_other"], result["api_comments_other"], result["api_comment_other"]) == (404, 404, 404)
+    assert result["api_decide_other"] == 404 and result["api_policy"] == 200
+    assert result["bulk_other"] is False
+    assert result["cli_rita"][0] == 1 and result["cli_rita"][1] == f"no approval request {other}"
+    assert result["cli_nobody"][0] == 1 and "no Airflow user named 'nobody'" in result["cli_nobody"][1]
+    assert result["cli_dave_other"] == [1, f"no approval request {other}"]
+    assert result["other_status"] == "pending" and result["other_comments"] == 0
+    assert result["cli_rita_listed"][0] == 1
+    assert "rita may not decide approvals (Airflow permission 'can edit on Approvals')" in result["cli_rita_listed"][1]
+    # Slack applies the same check as the page: rita (no Approvals edit) is refused; payroll's request is nobody's
+    assert result["slack_rita"][0] == 200 and "rita may not decide approvals" in result["slack_rita"][1]
+    assert result["slack_dave_other"][0] == 200 and f"no approval request {other}" in result["slack_dave_other"][1]
+    assert "approved by dave" in result["slack_dave"][1] and result["slack_status"] == "approved"

@@ -176,14 +176,16 @@ def _slack_client() -> Any:
 
 
 def _reviewer(slack_user: str) -> Any:
-    from hitl.identity import reviewer_by_email
+    """The Airflow user of a Slack account, asked of the auth manager as the review page asks it (the same
+    decide permission and readable DAGs): Slack never lets anyone do what the page would not."""
+    from hitl.airflow_users import reviewer_with_email
 
     try:
         email = slack_user_email(slack_user)
     except Exception as exc:  # Slack did not answer, or refused: nothing is decided
         log.warning("hitl: could not look up Slack user %s: %s", slack_user, exc)
         raise SlackRefusal(200, "Could not look up your Slack account; try again, or use the review page.") from exc
-    reviewer = reviewer_by_email(email) if email else None
+    reviewer = reviewer_with_email(email, open_store().dag_ids()) if email else None
     if reviewer is None:
         raise SlackRefusal(200, f"Your Slack account ({email or slack_user}) is not linked to an Airflow user.")
     return reviewer

@@ -217,6 +217,12 @@ class RequestQuery:
     search: str | None = None  # in workflow, run or step id
     decidable_by: Reviewer | None = None  # "needs my attention": listed for this reviewer (same rule as may_decide)
     older_than: datetime | None = None
+    dags: frozenset[str] | None = None  # only these workflows (what the reader may read); None: every one
+
+    @classmethod
+    def for_reader(cls, reviewer: Reviewer, **fields: Any) -> RequestQuery:
+        """A query narrowed to the DAGs ``reviewer`` may read: what every channel lists and counts with."""
+        return cls(dags=reviewer.dags, **fields)
 
     def conditions(self) -> list[Any]:
         c = approval_request.c
@@ -236,6 +242,8 @@ class RequestQuery:
             where.append(_decidable(self.decidable_by))
         if self.older_than is not None:
             where.append(c.created_at < self.older_than)
+        if self.dags is not None:
+            where.append(c.dag_id.in_(sorted(self.dags)) if self.dags else false())
         return where
 
 

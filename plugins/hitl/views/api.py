@@ -74,7 +74,8 @@ class ApiRoutes:
         offset = int_arg(request.args.get("offset"), "offset", 0, 0, MAX_OFFSET)
         mine = request.args.get("mine") in ("1", "true")
         rows = open_store().list_requests(
-            RequestQuery(
+            RequestQuery.for_reader(
+                reviewer,
                 status=request.args.get("status", PENDING),
                 dag_id=request.args.get("dag_id") or None,
                 decidable_by=reviewer if mine else None,
@@ -89,7 +90,7 @@ class ApiRoutes:
     def api_get(self, reviewer: Reviewer, request_id: str) -> Any:
         number = parse_id(request_id)
         req = open_store().get(number) if number is not None else None
-        if req is None:
+        if req is None or not reviewer.may_read(req.dag_id):  # a DAG Airflow hides from them: no such request
             return error_response(404, f"no approval request {shown(request_id)}", "not_found")
         return jsonify(req.as_dict())
 
@@ -166,6 +167,7 @@ class PolicyApiRoutes:
             last=last,
             dag_id=request.args.get("workflow") or None,
             step_id=request.args.get("step") or None,
+            dag_ids=reviewer.dags,
         )
         return jsonify({"last": last, "gates": [g.as_dict() for g in found]})
 
@@ -178,9 +180,10 @@ class CommentApiRoutes:
     def api_comments(self, reviewer: Reviewer, request_id: str) -> Any:
         number = parse_id(request_id)
         store = open_store()
-        if number is None or store.get(number) is None:
+        req = store.get(number) if number is not None else None
+        if req is None or not reviewer.may_read(req.dag_id):
             return error_response(404, f"no approval request {shown(request_id)}", "not_found")
-        return jsonify([c.as_dict() for c in store.comments(number)])
+        return jsonify([c.as_dict() for c in store.comments(req.id)])
 
     @expose("/api/requests/<request_id>/comments", methods=["POST"])
     @signed_in("api")

@@ -6,14 +6,15 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Any
 
 from flask import request
 
-from hitl.identity import Reviewer, reviewer_from_user
+from hitl.airflow_users import RESOURCE, authorized, reviewer_of, uses_fab
+from hitl.identity import Reviewer
 
 log = logging.getLogger(__name__)
-RESOURCE = "Approvals"  # FAB permission resource: "can read on Approvals", "can edit on Approvals"
+__all__ = ["RESOURCE", "as_reviewer", "authorized", "current_user", "is_fab_auth_manager"]
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -45,29 +46,12 @@ def current_user(*, bearer_only: bool = False) -> Any | None:
 
 
 def is_fab_auth_manager() -> bool:
-    from airflow.api_fastapi.app import get_auth_manager
-
-    return type(get_auth_manager()).__name__ == "FabAuthManager"
-
-
-def authorized(user: Any, method: Literal["GET", "PUT"]) -> bool:
-    """FAB roles: read needs "can read on Approvals", deciding "can edit on Approvals".
-
-    SimpleAuthManager ignores the method for custom views, so there any logged-in user
-    reads, and who decides is left to the approver rules alone.
-    """
-    from airflow.api_fastapi.app import get_auth_manager
-
-    if not is_fab_auth_manager():
-        return True
-    try:
-        return bool(get_auth_manager().is_authorized_custom_view(method=method, resource_name=RESOURCE, user=user))
-    except Exception:  # pragma: no cover - an auth manager without custom views
-        return False
+    return uses_fab()
 
 
 def as_reviewer(user: Any) -> Reviewer:
-    reviewer = reviewer_from_user(user)
-    if is_fab_auth_manager() and not authorized(user, "PUT"):
-        return Reviewer(reviewer.name, reviewer.email, frozenset({"viewer"}))  # read-only by FAB permission
-    return reviewer
+    """The logged-in user as a reviewer, asked of Airflow's auth manager (``hitl.airflow_users``): which of the
+    store's workflows they may read is asked once per call."""
+    from hitl.views.limits import open_store
+
+    return reviewer_of(user, open_store().dag_ids())

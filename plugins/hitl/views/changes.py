@@ -13,9 +13,10 @@ from typing import Any
 from flask import flash, redirect, request, url_for
 from flask_appbuilder import expose
 
+from hitl.access import Access, Action, Refusal
 from hitl.decisions import DecisionError, decide
-from hitl.identity import Reviewer, may_decide
-from hitl.store import CHANGES_REQUESTED, PENDING, ApprovalRequest, Store
+from hitl.identity import Reviewer
+from hitl.store import CHANGES_REQUESTED, ApprovalRequest, Store
 from hitl.views import render
 from hitl.views.common import decision_headers, decision_status, error_response, signed_in
 from hitl.views.limits import BadInput, check_hash, check_text, open_store, parse_id, shown
@@ -56,23 +57,24 @@ def rounds_history(store: Store, req: ApprovalRequest) -> list[dict[str, Any]]:
     return history
 
 
-def review_extras(store: Store, req: ApprovalRequest, reviewer: Reviewer) -> dict[str, Any]:
+def review_extras(store: Store, req: ApprovalRequest, rights: Access) -> dict[str, Any]:
     """What the two partials show for ``req``: the rounds, the comment thread, and whether changes may be requested.
 
-    Computed once per page by the review page (``hx``), with the page's own store."""
-    can_decide = req.status == PENDING and may_decide(reviewer, req.approvers)
-    self_blocked = not req.allow_self_approval and req.triggered_by == reviewer.name
+    Computed once per page by the review page (``hx``), with the page's own store and the reviewer's ``access``."""
     latest = store.current_for_gate(req.dag_id, req.run_id, req.gate_task_id, req.map_index)
+    denied = rights.why_not(Action.REQUEST_CHANGES)
     return {
         "rounds": rounds_history(store, req),
         # after "request changes": the gate's newest request (the next draft), once the step has made it
         "next_request": latest if latest is not None and latest.id > req.id else None,
         "comments": store.comments(req.id),
-        "can_request_changes": can_decide and not self_blocked and req.revisions_left > 0,
+        "can_request_changes": denied is None,
         "revisions_used": req.revisions_used,
         "max_revisions": req.max_revisions,
         "revisions_left": req.revisions_left,
-        "no_revisions_left": can_decide and req.max_revisions > 0 and req.revisions_left <= 0,
+        "no_revisions_left": denied is not None
+        and denied.reason is Refusal.NO_REVISIONS_LEFT
+        and req.max_revisions > 0,
     }
 
 

@@ -23,8 +23,9 @@ from urllib.parse import quote, urlsplit
 from flask import Response, flash, jsonify, redirect, render_template, request, url_for
 from flask_appbuilder import expose
 
+from hitl.access import Action, access
 from hitl.decisions import DecisionError, InvalidEdit, decide
-from hitl.identity import Reviewer, describe_approvers, may_decide
+from hitl.identity import Reviewer, describe_approvers
 from hitl.monitor import monitor_warning
 from hitl.outputs import EDITABLE_KINDS, summarize
 from hitl.store import DECIDED, PENDING, ApprovalRequest, RequestQuery
@@ -286,7 +287,8 @@ class PageRoutes:
         search = (request.args.get("q") or "").strip() or None
         age = request.args.get("age") or ""
         older_than = datetime.now(UTC) - AGES[age] if age in AGES else None
-        query = RequestQuery(
+        query = RequestQuery.for_reader(
+            reviewer,
             status={"attention": PENDING, "pending": PENDING, "decided": "decided", "all": "all"}[tab],
             dag_id=dag_id,
             search=search,
@@ -298,7 +300,7 @@ class PageRoutes:
         # A page that is neither empty nor full is the last one: its total needs no second pass over the index.
         total = offset + len(rows) if 0 < len(rows) < PAGE_SIZE else store.count(query)
         unfiltered_attention = tab == "attention" and not (dag_id or search or older_than)
-        can_decide = {r.id: r.status == PENDING and may_decide(reviewer, r.approvers) for r in rows}
+        can_decide = {r.id: access(r, reviewer).may_decide for r in rows}
         return self._page(
             "inbox.html",
             reviewer=reviewer,
@@ -307,13 +309,15 @@ class PageRoutes:
             tab=tab,
             tabs=TABS,
             dag_id=dag_id or "",
-            dag_ids=store.dag_ids(),
+            dag_ids=[d for d in store.dag_ids() if reviewer.may_read(d)],
             q=search or "",
             age=age,
             ages=list(AGES),
             page=page,
             pages=max(1, -(-total // PAGE_SIZE)),
-            attention=total if unfiltered_attention else store.count(RequestQuery(decidable_by=reviewer)),
+            attention=total
+            if unfiltered_attention
+            else store.count(RequestQuery.for_reader(reviewer, decidable_by=reviewer)),
             can_decide=can_decide,
             can_bulk=tab in ("attention", "pending") and any(can_decide.values()),
             pending=PENDING,
@@ -322,7 +326,7 @@ class PageRoutes:
     @expose("/badge")
     @signed_in("badge")
     def badge(self, reviewer: Reviewer) -> Any:
-        return jsonify({"attention": open_store().count(RequestQuery(decidable_by=reviewer))})
+        return jsonify({"attention": open_store().count(RequestQuery.for_reader(reviewer, decidable_by=reviewer))})
 
     # -- one request --------------------------------------------------------------------
     def _review_page(
@@ -337,12 +341,13 @@ class PageRoutes:
     ) -> Any:
         store = open_store()
         req = store.get(request_id)
-        if req is None:
+        if req is None or not reviewer.may_read(req.dag_id):  # a DAG Airflow hides from them: no such request
             return _no_request(request_id)
         votes = store.votes(req.id)
         approvals = [v for v in votes if v[1] == "approved"]
-        can_decide = req.status == PENDING and may_decide(reviewer, req.approvers)
-        editable = req.output_kind in EDITABLE_KINDS and req.min_approvals == 1
+        rights = access(req, reviewer)
+        can_decide = rights.may_decide
+        editable = req.output_kind in EDITABLE_KINDS and rights.may(Action.EDIT)
         values = render.form_values(req.output_kind, req.output, form)
         if req.edited_output is not None:
             diff = render.diff(req.output, req.edited_output)
@@ -373,7 +378,8 @@ class PageRoutes:
             overdue=bool(deadline and deadline[0] <= now),
             facts=_run_facts(req),
             links=_airflow_links(req),
-            hx=review_extras(store, req, reviewer),
+            hx=review_extras(store, req, rights),
+            rights=rights,
             error=error,
             field_errors=field_errors or {},
             action=request.args.get("action", ""),
@@ -485,14 +491,11 @@ class PageRoutes:
         for number in ids:
             req = store.get(number)
             why = None
-            if req is None:
-                why = "no such request"
-            elif req.status != PENDING:
-                why = f"already {req.status}"
-            elif not may_decide(reviewer, req.approvers):
-                why = f"you are not an approver ({describe_approvers(req.approvers)})"
-            elif action == "approve" and not req.allow_self_approval and req.triggered_by == reviewer.name:
-                why = "you triggered this run (self-approval is off)"
+            if req is None or not reviewer.may_read(req.dag_id):
+                req, why = None, "no such request"
+            else:
+                denied = access(req, reviewer).why_not(action)
+                why = denied.message if denied is not None else None
             items.append({"id": number, "req": req, "skip": why})
         ready = [i for i in items if i["skip"] is None]
         return self._page(

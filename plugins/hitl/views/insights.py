@@ -31,7 +31,7 @@ class InsightsRoutes:
         days = int(raw_days)
         workflow = request.args.get("workflow") or None
         store = open_store()
-        found = compute(store, now=utcnow(), days=days, dag_id=workflow)
+        found = compute(store, now=utcnow(), days=days, dag_id=workflow, dag_ids=reviewer.dags)
         if request.args.get("format") == "csv":
             name = f"hitl-insights-{workflow or 'all'}-{days}d.csv".replace('"', "")
             return Response(
@@ -42,7 +42,7 @@ class InsightsRoutes:
         series = [(name, OUTCOME_WORDS[name]) for name in OUTCOMES]
         from hitl.policy_report import DEFAULT_LAST, report
 
-        policies = report(store, last=DEFAULT_LAST, dag_id=workflow)
+        policies = report(store, last=DEFAULT_LAST, dag_id=workflow, dag_ids=reviewer.dags)
         return self._page(  # type: ignore[attr-defined]
             "insights.html",
             reviewer=reviewer,
@@ -50,7 +50,7 @@ class InsightsRoutes:
             days=days,
             windows=WINDOWS,
             workflow=workflow or "",
-            dag_ids=store.dag_ids(),
+            dag_ids=[d for d in store.dag_ids() if reviewer.may_read(d)],
             outcomes=series,
             decisions_chart=charts.stacked_bars("Decisions per day by outcome", found.days, found.by_day, series),
             time_chart=charts.lines(
