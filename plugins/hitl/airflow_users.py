@@ -17,9 +17,9 @@ Only processes that may use Airflow's database call this (the api-server, the CL
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Literal
 
 from hitl.identity import Reviewer, reviewer_from_user, user_directory

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
 from typing import Any
 
 from airflow.api_fastapi.app import create_auth_manager, get_auth_manager
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
 from airflow.providers.fab.www.app import create_app
+from views.client import SLACK_SECRET, slack_click
 
-from helpers import gate
+from helpers import FakeSlack, gate
+from hitl.cli import main as cli
 from hitl.fab_roles import sync_roles
 from hitl.store import get_store
 from hitl.views.html import dag_access
@@ -103,11 +108,6 @@ bulk = c.post("/hitl/bulk", data={"action": "approve", "ids": [str(other.id)], "
 results["bulk_other"] = "PAYROLL-SECRET" in bulk.get_data(as_text=True)
 
 # The CLI under FAB: --user is a FAB user, asked of the auth manager like a page's user
-import contextlib
-import io
-
-from hitl.cli import main as cli
-
 for name, argv in (
     ("cli_rita", ["approvals", "reject", str(other.id), "--user", "rita", "--reason", "no"]),
     ("cli_nobody", ["approvals", "reject", str(other.id), "--user", "nobody", "--reason", "no"]),
@@ -127,12 +127,6 @@ with contextlib.redirect_stderr(err):
     ]
 
 # Slack: the account's email maps to the FAB user, who is asked of the auth manager as on the page
-import os
-
-from views.client import SLACK_SECRET, slack_click
-
-from helpers import FakeSlack
-
 slack = FakeSlack()
 slack.emails.update({"U_RITA": "rita@example.com", "U_DAVE": "dave@example.com"})
 os.environ.update(
