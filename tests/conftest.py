@@ -28,6 +28,7 @@ os.environ.update(
         "AIRFLOW__HITL__STORE_URL": f"sqlite:///{_HOME / 'hitl.db'}",
         "AIRFLOW__HITL__SPECS_FOLDER": str(REPO / "workflow_specs"),
         "AIRFLOW__HITL__POLL_INTERVAL": "0.2",
+        "AIRFLOW__HITL__DIRECTORY_REFRESH": "0",  # no background sync threads; tests sync the directory themselves
     }
 )
 if os.environ.get("HITL_TEST_FROM_INSTALL") == "1":

@@ -17,12 +17,17 @@ Only processes that may use Airflow's database call this (the api-server, the CL
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Literal
 
+from sqlalchemy import select
+
 from hitl.identity import Reviewer, reviewer_from_user, user_directory
+from hitl.store.directory import DirectoryUser
 
 log = logging.getLogger(__name__)
 RESOURCE = "Approvals"  # FAB permission resource: "can read on Approvals", "can edit on Approvals"
@@ -177,3 +182,102 @@ def asserted_reviewer(name: str, among: Iterable[str]) -> Reviewer:
             raise UnknownUser(f"no Airflow user named {name!r} (FabAuthManager): --user must be a FAB user name")
         return found
     return lookup_reviewer(name)
+
+
+# -- the directory: these answers, written to the store for task code (hitl.store.directory) ----------------------
+EVERY_DAG = "~hitl: a DAG nobody is granted by name~"  # readable only by a user who may read every DAG
+
+
+def _directory_user(user: Any, among: Iterable[str]) -> DirectoryUser:
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    reviewer = reviewer_of(user, among)
+    try:
+        every = bool(auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=EVERY_DAG), user=user))
+    except Exception:
+        every = False
+    return DirectoryUser(reviewer.name, reviewer.email, reviewer.roles, every, reviewer.dags or frozenset())
+
+
+def directory_users(among: Iterable[str]) -> list[DirectoryUser]:
+    """Every user the auth manager knows, as the directory holds them: FAB's active users, or SimpleAuthManager's
+    ``simple_auth_manager_users`` (emails from ``[hitl] user_emails``)."""
+    among = sorted(set(among))
+    if uses_fab():
+        from airflow.providers.fab.auth_manager.models import User
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            return [_directory_user(u, among) for u in session.query(User).filter(User.active.is_(True)).all()]
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    from hitl.config import conf_get
+
+    directory = user_directory()
+    found = []
+    for entry in conf_get("core", "simple_auth_manager_users", "").split(","):
+        name, _, role = entry.strip().partition(":")
+        if name and role.strip():
+            user = _directory_user(SimpleAuthManagerUser(username=name, role=role.strip()), among)
+            found.append(replace(user, email=directory.get(name) or user.email))
+    return found
+
+
+def known_dags(store: Any) -> set[str]:
+    """The DAGs a directory entry is asked about: the store's workflows, Airflow's DAGs, and under FAB every DAG a
+    role is granted by name (``DAG:<id>``, also before the DAG is parsed: ``roles sync --dag`` grants it early)."""
+    dags = set(store.dag_ids())
+    try:
+        from airflow.models.dag import DagModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            dags |= set(session.scalars(select(DagModel.dag_id)))
+            if uses_fab():
+                from airflow.providers.fab.auth_manager.models import Resource
+
+                prefix = "DAG:"
+                names = session.scalars(select(Resource.name).where(Resource.name.startswith(prefix)))
+                dags |= {n[len(prefix) :] for n in names}
+    except Exception as exc:  # the store's workflows still count
+        log.debug("hitl: Airflow's DAG list is not readable here: %s", exc)
+    return dags
+
+
+def sync_directory(store: Any) -> int:
+    """Write every user's email, roles and readable DAGs to the store (for task code); the count written."""
+    from hitl.store.directory import replace_all
+
+    return replace_all(store.write_engine, directory_users(known_dags(store)))
+
+
+_refreshing = threading.Lock()
+_last_refresh = [float("-inf")]
+
+
+def refresh_directory_soon(store: Any) -> None:
+    """At most every ``[hitl] directory_refresh`` seconds (default 300; 0: never), sync the directory in a thread.
+
+    Called by the api-server when the plugin loads and on its pages, so the directory follows FAB's users without
+    a cron job; ``python -m hitl users sync`` does it at once."""
+    from hitl.config import conf_get
+
+    try:
+        every = float(conf_get("hitl", "directory_refresh", "300"))
+    except ValueError:
+        every = 300.0
+    now = time.monotonic()
+    if every <= 0 or now - _last_refresh[0] < every or not _refreshing.acquire(blocking=False):
+        return
+    _last_refresh[0] = now
+
+    def run() -> None:
+        try:
+            count = sync_directory(store)
+            log.info("hitl: user directory synced (%d users)", count)
+        except Exception as exc:
+            log.warning("hitl: could not sync the user directory: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        finally:
+            _refreshing.release()
+
+    threading.Thread(target=run, name="hitl-user-directory", daemon=True).start()

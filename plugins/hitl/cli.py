@@ -224,6 +224,14 @@ def _policy_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users_sync(args: argparse.Namespace) -> int:
+    from hitl.airflow_users import sync_directory
+
+    count = sync_directory(_store())
+    print(f"user directory: {count} user{'s' if count != 1 else ''} written to the decision store")
+    return 0
+
+
 def _roles_sync(args: argparse.Namespace) -> int:
     from hitl.fab_roles import NotFab, run
 
@@ -287,6 +295,7 @@ every command (each has --help):
   approvals request-changes ID --user U --feedback F
   approvals comment ID --user U --body B
   roles sync [--dag DAG_ID ...] [--all-dags]   FabAuthManager reviewer roles
+  users sync                               the user directory (emails, roles, DAGs) for task code
   monitor install [--dags-folder PATH]     the hitl_monitor DAG file, for DAGs without specs
   audit export [--request ID | --workflow DAG_ID] [--since T] [--until T] [--format jsonl|csv]
   policy report [--workflow DAG_ID] [--step S] [--last N] [--json]   shadow agreement of gate policies
@@ -381,6 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader-role", default="ApprovalReader", help="the reading role's name (default: %(default)s)")
     p.add_argument("--decider-role", default="ApprovalDecider", help="the deciding role's name (default: %(default)s)")
     p.set_defaults(func=_roles_sync)
+
+    users = sub.add_parser("users", help="the user directory task code reads").add_subparsers(
+        dest="users_command", required=True
+    )
+    p = users.add_parser(
+        "sync",
+        help="write every Airflow user's email, roles and readable DAGs to the store, for notifications sent from"
+        " task code (the api-server also does it every [hitl] directory_refresh seconds)",
+    )
+    p.set_defaults(func=_users_sync)
 
     monitor = sub.add_parser("monitor", help="the hitl_monitor DAG (reminders, escalation, expiry)").add_subparsers(
         dest="monitor_command", required=True

@@ -151,6 +151,23 @@ results["slack_status"] = get_store().get(by_slack.id).status  # type: ignore[un
 results["other_status"] = get_store().get(other.id).status  # type: ignore[union-attr]
 results["other_comments"] = len(get_store().comments(other.id))
 
+# The user directory, written here (a process that may ask FAB) for task code to read
+from hitl.airflow_users import sync_directory  # noqa: E402
+from hitl.notify.recipients import emails_for  # noqa: E402
+from hitl.store.directory import users as directory_users  # noqa: E402
+
+results["directory_count"] = sync_directory(get_store())
+results["directory"] = {
+    u.username: [u.email, sorted(u.roles), u.all_dags, sorted(u.dags)]
+    for u in directory_users(get_store().engine, names=["rita", "dave", "vera"])
+}
+results["emails_outreach"] = emails_for(
+    [{"userId": "dave"}, {"role": "ApprovalReader"}], None, dag_id="outreach", store=get_store()
+)
+results["emails_payroll"] = emails_for(
+    [{"userId": "dave"}, {"role": "ApprovalReader"}], None, dag_id="payroll", store=get_store()
+)
+
 final = get_store().get(req.id)
 assert final is not None
 results["status"], results["decided_by"] = final.status, final.decided_by

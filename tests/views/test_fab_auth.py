@@ -102,3 +102,13 @@ def test_fab_roles_gate_reading_and_deciding(tmp_path: Path) -> None:
     assert result["slack_rita"][0] == 200 and "rita may not decide approvals" in result["slack_rita"][1]
     assert result["slack_dave_other"][0] == 200 and f"no approval request {other}" in result["slack_dave_other"][1]
     assert "approved by dave" in result["slack_dave"][1] and result["slack_status"] == "approved"
+    # The directory: FAB's users as task code reads them (no [hitl] user_emails): DAGs granted by name count
+    # before the DAG is parsed; FAB's Viewer reads every DAG
+    assert result["directory_count"] == 3
+    assert result["directory"] == {
+        "rita": ["rita@example.com", ["approvalreader"], False, ["outreach"]],
+        "dave": ["dave@example.com", ["approvaldecider"], False, ["outreach"]],
+        "vera": ["vera@example.com", ["viewer"], True, ["outreach", "payroll"]],
+    }
+    assert result["emails_outreach"] == ["dave@example.com", "rita@example.com"]
+    assert result["emails_payroll"] == []  # listed, but neither may read DAG payroll: nobody is sent it

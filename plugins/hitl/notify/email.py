@@ -35,8 +35,9 @@ def _subject(req: ApprovalRequest, occasion: str) -> str:
 def send_email(req: ApprovalRequest, occasion: str, approvers: Sequence[dict[str, str]]) -> dict[str, Any]:
     """Email the approvers (or the owner) through the smtp provider's connection; ``Skip`` when there is none."""
     from hitl.notify.recipients import emails_for
+    from hitl.store import get_store
 
-    to = emails_for(approvers, req.owner)
+    to = emails_for(approvers, req.owner, dag_id=req.dag_id, store=get_store())
     if not to:
         raise Skip("no email address for the approvers or the owner")
     review, approve, reject, summary = message_text(req)

@@ -145,3 +145,17 @@ policy_verdict = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_hitl_policy_verdict_dag", "dag_id", "request_id"),
 )
+
+# 0009: the auth manager's users as task code may read them (it may not ask the auth manager): each user's email,
+# roles, and which DAGs they may read. Written by processes that may ask (the api-server, `python -m hitl users
+# sync`); read for approver emails, role members and "may this approver read the DAG?" (hitl.store.directory).
+user_directory = Table(
+    "hitl_user",
+    metadata,
+    Column("username", String(250), primary_key=True),
+    Column("email", String(320)),
+    Column("roles", Text, nullable=False, default="[]"),  # lowercased role names
+    Column("all_dags", Boolean, nullable=False, default=False),  # may read every DAG, also ones made later
+    Column("dags", Text, nullable=False, default="[]"),  # else: the DAGs they may read, as of synced_at
+    Column("synced_at", DateTime(timezone=True), nullable=False),
+)

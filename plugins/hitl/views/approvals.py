@@ -66,7 +66,20 @@ class ApprovalsView(
     ) -> Blueprint:
         blueprint = super().create_blueprint(appbuilder, endpoint=endpoint, static_folder=static_folder)
         common.install(blueprint)
+        _sync_directory_soon()  # the api-server may ask the auth manager; task code reads what it writes
         return blueprint
+
+
+def _sync_directory_soon() -> None:
+    try:
+        from hitl.airflow_users import refresh_directory_soon
+        from hitl.store import get_store
+
+        refresh_directory_soon(get_store())
+    except Exception as exc:  # the store is not reachable yet: the pages will try again
+        import logging
+
+        logging.getLogger(__name__).info("hitl: user directory not synced at start: %s", type(exc).__name__)
 
 
 def _exempt_from_csrf() -> None:

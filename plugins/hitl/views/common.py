@@ -156,11 +156,20 @@ def signed_in(kind: Kind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             if not authorized(user, "GET"):
                 return error_response(403, "you may not read approvals (no read permission on Approvals)", "forbidden")
             reviewer: Reviewer = as_reviewer(user)
+            _refresh_directory()
             return route(self, reviewer, *args, **kwargs)
 
         return guarded
 
     return wrap
+
+
+def _refresh_directory() -> None:
+    """Keep the store's user directory fresh from here (at most every ``[hitl] directory_refresh`` seconds)."""
+    from hitl.airflow_users import refresh_directory_soon
+    from hitl.views.limits import open_store
+
+    refresh_directory_soon(open_store())
 
 
 # -- hooks on the blueprint -------------------------------------------------------------
