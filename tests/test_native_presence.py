@@ -120,8 +120,9 @@ def test_publish_writes_the_record_with_the_review_link(configured: Any, monkeyp
     (call,) = calls
     assert call["options"] == [NATIVE_OPTION]
     assert call["subject"] == "Review draft_email: To owner@shop.example: Hello"
-    assert f"[Open the review page]({review_page_url(req.id)})" in call["body"]
-    assert "not a decision" in call["body"]
+    assert call["body"].startswith(f"### [Review and decide on the review page \u2192]({review_page_url(req.id)})")
+    assert "the gate refuses it, this item comes back, and nothing is approved or sent" in call["body"]
+    assert NATIVE_OPTION == "Not a decision: refused, asks again"  # the button says what pressing it does
     assert call["assigned_users"] == [{"id": "alice", "name": "alice"}]
 
 

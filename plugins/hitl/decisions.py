@@ -441,10 +441,16 @@ def _note_rejection_on_run(req: ApprovalRequest) -> None:
         from airflow.models.dagrun import DagRun
         from airflow.utils.session import create_session
 
+        from hitl.native import md_text
+
         with create_session() as session:
             run = session.query(DagRun).filter(DagRun.dag_id == req.dag_id, DagRun.run_id == req.run_id).one_or_none()
             if run is not None:
                 when = req.decided_at.strftime("%Y-%m-%d %H:%M UTC") if req.decided_at else ""
-                run.note = f"Rejected at step {req.step_id} by {req.decided_by} at {when}: {req.comment}"
+                # Airflow renders the note as Markdown: the reason is literal text (no link, image or HTML)
+                run.note = (
+                    f"Rejected at step {req.step_id} by {md_text(req.decided_by)} at {when}: "
+                    + md_text(req.comment or "", limit=1000)
+                )
     except Exception as exc:  # the decision stands whatever happens here
         log.debug("could not set the run note: %s", exc)

@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 REVIEW_LINK_NAME = "Review"
 NATIVE_CHANNEL = "airflow_required_actions"
-# The one option Airflow's form offers: choosing it is not a decision (the body says so and links the page).
-NATIVE_OPTION = "Decide on the review page"
+# The one option Airflow's form offers, named for what pressing it does: nothing is decided, the gate refuses the
+# answer and asks again. The body's first line is the link where the decision is made.
+NATIVE_OPTION = "Not a decision: refused, asks again"
 
 
 def review_page_url(request_id: int) -> str:
@@ -92,14 +93,16 @@ def _body(req: Any, url: str) -> str:
     deadline = req.deadline()
     due = f"\n\n**Deadline:** {deadline[0]:%Y-%m-%d %H:%M} UTC ({deadline[1]})" if deadline else ""
     return (
-        f"**[Open the review page]({url})** to approve, edit or reject.\n\n"
+        f"### [Review and decide on the review page \u2192]({url})\n\n"
+        f"Approve, edit or reject there. The button below (\u201c{NATIVE_OPTION}\u201d) decides nothing: the gate"
+        " refuses it, this item comes back, and nothing is approved or sent.\n\n"
         f"**Step:** {md_text(req.step_id)} of {md_text(req.dag_id)}\n\n"
         f"**Output:** {md_text(req.summary)}\n\n"
         f"**Approvers:** {md_text(describe_approvers(req.approvers))}"
         + (f" ({req.min_approvals} approvals needed)" if req.min_approvals > 1 else "")
         + due
-        + "\n\nThis gate is decided on its review page, where the approver list, quorum, self-approval and"
-        " deadline rules apply. An answer given here is not a decision: it is refused and this request reopens."
+        + "\n\nThe review page applies the approver list, quorum, self-approval and deadline rules; this form"
+        " cannot, so it is never counted."
     )
 
 

@@ -156,7 +156,8 @@ def _screenshots(stack: AirflowStack, run_id: str, request_id: int) -> None:
             page.get_by_text("Review draft_email:").first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "required_actions.png"), full_page=True)
             goto(page, f"{task_page}/required_actions")
-            page.get_by_role("link", name="Open the review page").wait_for(timeout=60_000)
+            page.get_by_role("link", name=re.compile("Review and decide on the review page")).wait_for(timeout=60_000)
+            page.get_by_role("button", name=NATIVE_OPTION).wait_for(timeout=60_000)  # says what pressing it does
             page.screenshot(path=str(ARTIFACTS / "gate_required_action_tab.png"), full_page=True)
         finally:
             browser.close()

@@ -73,14 +73,17 @@ def test_edit_and_approve_sends_exactly_the_edit_then_reject_sends_nothing(stack
     # A second run, rejected: nothing is sent, the run is closed (not failed) and says why.
     run2 = stack.trigger(DAG, {"prospect_url": demo_site})
     req2 = wait_deferred(stack, run2)
-    code, out = cli(stack, "reject", str(req2.id), "--user", "alice", "--reason", "Wrong prospect")
+    reason = "Wrong prospect ![x](https://evil.example/x.png) [see](https://evil.example)"
+    code, out = cli(stack, "reject", str(req2.id), "--user", "alice", "--reason", reason)
     assert code == 0, out
     assert stack.wait_run(DAG, run2) == "success"
     assert stack.task_state(DAG, run2, GATE) == "skipped"
     assert stack.task_state(DAG, run2, "send_email") == "skipped"
     assert outbox(stack, run2) == []
     run = stack.api("GET", f"/api/v2/dags/{DAG}/dagRuns/{run2}")
-    assert "Rejected at step draft_email by alice" in (run.get("note") or "") and "Wrong prospect" in run["note"]  # type: ignore[union-attr]
+    note = run.get("note") or ""  # type: ignore[union-attr]
+    assert "Rejected at step draft_email by alice" in note and "Wrong prospect" in note
+    assert "](" not in note and "\\!\\[x\\]" in note  # Airflow renders notes as Markdown: no image, no link
 
 
 def test_decision_one_second_after_parking_completes_the_run(stack: AirflowStack, demo_site: str) -> None:
