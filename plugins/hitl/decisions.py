@@ -448,9 +448,8 @@ def _note_rejection_on_run(req: ApprovalRequest) -> None:
             if run is not None:
                 when = req.decided_at.strftime("%Y-%m-%d %H:%M UTC") if req.decided_at else ""
                 # Airflow renders the note as Markdown: the reason is literal text (no link, image or HTML)
-                run.note = (
-                    f"Rejected at step {req.step_id} by {md_text(req.decided_by)} at {when}: "
-                    + md_text(req.comment or "", limit=1000)
+                run.note = f"Rejected at step {req.step_id} by {md_text(req.decided_by)} at {when}: " + md_text(
+                    req.comment or "", limit=1000
                 )
     except Exception as exc:  # the decision stands whatever happens here
         log.debug("could not set the run note: %s", exc)
