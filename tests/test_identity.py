@@ -103,3 +103,29 @@ def test_user_emails_shared_by_two_users_maps_to_nobody(monkeypatch: pytest.Monk
     monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "")
     monkeypatch.setenv("AIRFLOW__HITL__USER_EMAILS", "alice:team@example.com,bob:TEAM@example.com")
     assert airflow_users.reviewer_with_email("team@example.com", DAGS) is None
+
+
+def test_readable_dags_are_asked_with_each_dags_team(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow's multi-team mode: each DAG's team goes with the question, as Airflow's own API asks it."""
+    from airflow.models.dag import DagModel
+
+    asked: list[tuple[frozenset[str], str | None]] = []
+
+    class TeamManager:  # an auth manager that lets this user read team "sales" only
+        def filter_authorized_dag_ids(self, *, dag_ids: set[str], user: Any, method: str, team_name: Any) -> set[str]:
+            asked.append((frozenset(dag_ids), team_name))
+            return set(dag_ids) if team_name == "sales" else set()
+
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    teams = {"leads": "sales", "quotes": "sales", "payroll": "finance"}
+    monkeypatch.setattr(DagModel, "get_dag_id_to_team_name_mapping", staticmethod(lambda ids, **_: teams))
+    found = airflow_users.readable_dags("kim", ["leads", "quotes", "payroll", "shared"], manager=TeamManager())
+    assert found == frozenset({"leads", "quotes"})
+    assert sorted(asked, key=str) == sorted(
+        [(frozenset({"leads", "quotes"}), "sales"), (frozenset({"payroll"}), "finance"), (frozenset({"shared"}), None)],
+        key=str,
+    )
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "False")  # one team for all: no team is asked with
+    asked.clear()
+    airflow_users.readable_dags("kim", ["leads", "payroll"], manager=TeamManager())
+    assert asked == [(frozenset({"leads", "payroll"}), None)]

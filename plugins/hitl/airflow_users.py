@@ -77,7 +77,7 @@ def _teams(dag_ids: set[str]) -> dict[str, str | None]:
     return DagModel.get_dag_id_to_team_name_mapping(sorted(dag_ids))
 
 
-def readable_dags(user: Any, among: Iterable[str]) -> frozenset[str]:
+def readable_dags(user: Any, among: Iterable[str], *, manager: Any = None) -> frozenset[str]:
     """Which of the DAGs ``among`` (the store's workflows, or one request's) Airflow lets ``user`` read.
 
     Asked per DAG of the auth manager (``filter_authorized_dag_ids``, with the DAG's team), so a DAG that is no
@@ -91,7 +91,7 @@ def readable_dags(user: Any, among: Iterable[str]) -> frozenset[str]:
         by_team: dict[str | None, set[str]] = defaultdict(set)
         for dag_id in wanted:
             by_team[teams.get(dag_id)].add(dag_id)
-        manager = auth_manager()
+        manager = manager or auth_manager()
         found: set[str] = set()
         for team, ids in by_team.items():
             found |= manager.filter_authorized_dag_ids(dag_ids=ids, user=user, method="GET", team_name=team)

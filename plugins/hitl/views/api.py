@@ -144,8 +144,12 @@ class AuditApiRoutes:
             raise BadInput(str(exc)) from None
         store = open_store()
         media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
+
+        def readable(found: Any) -> Any:  # an admin role narrowed by DAG still exports only what it may read
+            return (r for r in found if r["workflow"] is None or reviewer.may_read(r["workflow"]))
+
         return Response(
-            stream_with_context(render(rows(store, which), fmt)),
+            stream_with_context(render(readable(rows(store, which)), fmt)),
             mimetype=media,
             headers={"Content-Disposition": f'attachment; filename="hitl-audit.{fmt}"'},
         )
