@@ -35,9 +35,26 @@ RESOURCE = "Approvals"  # FAB permission resource: "can read on Approvals", "can
 
 def auth_manager() -> Any:
     """The running auth manager: the api-server's own, or (in the CLI) one made from ``[core] auth_manager``."""
-    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.api_fastapi.app import create_auth_manager, get_auth_manager
 
-    return create_auth_manager()  # the api-server's instance when it exists (a cached singleton)
+    try:
+        return get_auth_manager()  # the api-server's, initialized by it
+    except RuntimeError:  # not initialized in this process (the CLI): make one
+        return create_auth_manager()
+
+
+def _initialized_auth_manager(wait: float) -> Any | None:
+    """The process's own auth manager once it has made and initialized it (never made here), or None."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return get_auth_manager()
+        except RuntimeError:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(1)
 
 
 def uses_fab() -> bool:
@@ -256,10 +273,13 @@ _last_refresh = [float("-inf")]
 
 
 def refresh_directory_soon(store: Any) -> None:
-    """At most every ``[hitl] directory_refresh`` seconds (default 300; 0: never), sync the directory in a thread.
+    """Under FAB, at most every ``[hitl] directory_refresh`` seconds (default 300; 0: never), sync the directory in
+    a thread.
 
     Called by the api-server when the plugin loads and on its pages, so the directory follows FAB's users without
-    a cron job; ``python -m hitl users sync`` does it at once."""
+    a cron job; ``python -m hitl users sync`` does it at once. Other auth managers need none: their users and
+    ``[hitl] user_emails`` are in the configuration, which task code reads. The thread never makes an auth
+    manager: it waits for the api-server's own to be initialized (making one beside it at start-up hangs it)."""
     from hitl.config import conf_get
 
     try:
@@ -267,12 +287,15 @@ def refresh_directory_soon(store: Any) -> None:
     except ValueError:
         every = 300.0
     now = time.monotonic()
-    if every <= 0 or now - _last_refresh[0] < every or not _refreshing.acquire(blocking=False):
+    if every <= 0 or not uses_fab() or now - _last_refresh[0] < every or not _refreshing.acquire(blocking=False):
         return
     _last_refresh[0] = now
 
     def run() -> None:
         try:
+            if _initialized_auth_manager(wait=120) is None:
+                log.warning("hitl: the auth manager was not ready within 120 s; the user directory was not synced")
+                return
             count = sync_directory(store)
             log.info("hitl: user directory synced (%d users)", count)
         except Exception as exc:
