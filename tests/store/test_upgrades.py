@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from helpers import gate
-from hitl.store import RequestQuery, Store, approver_rows, content_hash
+from hitl.store import RequestQuery, Store, approver_rows
 from hitl.store.migrate import MigrationFailed, UnknownRevision, script_directory
+from store_seeds import APPROVERS, T0, reflect, rows_for, schema_of, seed, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = script_directory().get_current_head()
 EARLIER = [s.revision for s in reversed(list(script_directory().iterate_revisions("head", "base")))][:-1]
-T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
-APPROVERS = [{"userId": "alice"}, {"role": "Reviewer"}, {"email": "Carol@Example.com"}]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -43,174 +41,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'store.db'}"
     else:
         yield request.getfixturevalue("pg_url")
-
-
-def _request(rid: int, status: str, **extra: Any) -> dict[str, Any]:
-    output = {"subject": f"Hello {rid}", "body": f"Draft number {rid}"}
-    row: dict[str, Any] = {
-        "id": rid,
-        "dag_id": "outreach" if rid % 2 else "invoices",
-        "run_id": f"manual__{rid}",
-        "step_id": "draft_email",
-        "gate_task_id": "draft_email__approval",
-        "map_index": -1,
-        "try_number": 1,
-        "output_kind": "email",
-        "output": json.dumps(output),
-        "output_hash": content_hash(output),
-        "summary": f"draft {rid}",
-        "approve_label": "Send email",
-        "approvers": json.dumps(APPROVERS),
-        "min_approvals": 1,
-        "allow_self_approval": True,
-        "triggered_by": "tom",
-        "status": status,
-        "created_at": T0 + timedelta(minutes=rid),
-        "decided_at": None,
-        "decided_by": None,
-        "comment": None,
-        "edited_output": None,
-        "superseded_by": None,
-        # 0003
-        "owner": "ops@example.com",
-        "notify": json.dumps({"email": True}),
-        "remind_after": 3600,
-        "escalate_after": 7200,
-        "escalate_to": json.dumps(["boss@example.com"]),
-        "expire_after": 86400,
-        "reminders": 1,
-        "reminded_at": T0 + timedelta(hours=1, minutes=rid),
-        "escalated_at": None,
-        # 0004
-        "timeout": 172800,
-        # 0006
-        "revision": 1,
-        "previous_request_id": None,
-        "max_revisions": 3,
-    }
-    if status != "pending" and status != "superseded":
-        row |= {"decided_at": T0 + timedelta(hours=2, minutes=rid)}
-    row.update(extra)
-    return row
-
-
-def _rows(tables: set[str]) -> dict[str, list[dict[str, Any]]]:
-    """Every kind of row the store held while it had ``tables``."""
-    changes = "hitl_comment" in tables  # 0006: request changes (a 17-character status) and comments
-    requests = [
-        _request(1, "pending"),
-        _request(2, "approved", decided_by="alice", comment="ok", min_approvals=2, edited_output='{"subject": "Hi"}'),
-        _request(3, "rejected", decided_by="bob", comment="not this one"),
-        _request(4, "superseded", superseded_by=5, run_id="manual__4"),
-        _request(5, "pending", run_id="manual__4"),
-        _request(6, "timed_out", decided_by="hitl:timeout", comment="timed out"),
-    ]
-    if changes:
-        requests += [
-            _request(7, "changes_requested", decided_by="alice", comment="shorter, please"),
-            _request(8, "pending", revision=2, previous_request_id=7, run_id="manual__7"),
-        ]
-    at = T0 + timedelta(hours=3)
-    audit = [
-        {"id": i, "request_id": r["id"], "event": "requested", "actor": None, "at": r["created_at"], "detail": "{}"}
-        for i, r in enumerate(requests, start=1)
-    ]
-    decided = [r for r in requests if r["decided_by"]]
-    audit += [
-        {
-            "id": len(audit) + i,
-            "request_id": r["id"],
-            "event": r["status"],
-            "actor": r["decided_by"],
-            "at": r["decided_at"],
-            "detail": json.dumps({"channel": "ui"}),
-        }
-        for i, r in enumerate(decided, start=1)
-    ]
-    audit.append({"id": len(audit) + 1, "request_id": None, "event": "sweep", "actor": None, "at": at, "detail": "{}"})
-    rows: dict[str, list[dict[str, Any]]] = {
-        "hitl_approval_request": requests,
-        "hitl_approval_vote": [
-            {"id": 1, "request_id": 2, "user": "alice", "decision": "approved", "at": at},
-            {"id": 2, "request_id": 2, "user": "bob", "decision": "approved", "at": at},
-            {"id": 3, "request_id": 3, "user": "bob", "decision": "rejected", "at": at},
-        ],
-        "hitl_audit_event": audit,
-        "hitl_side_effect": [
-            {"key": "email:2", "kind": "email", "status": "done", "created_at": at, "detail": '{"id": "m1"}'},
-            {"key": "notify:1:requested", "kind": "notify", "status": "pending", "created_at": at, "detail": "{}"},
-        ],
-    }
-    if "hitl_request_approver" in tables:  # 0002: as the code of the time wrote them
-        rows["hitl_request_approver"] = [
-            {"request_id": r["id"], "kind": k, "value": v} for r in requests for k, v in approver_rows(APPROVERS)
-        ]
-    if changes:
-        rows["hitl_comment"] = [
-            {
-                "id": 1,
-                "request_id": 1,
-                "author": "bob",
-                "body": "@alice fine?",
-                "mentions": '["alice"]',
-                "created_at": at,
-            },
-            {"id": 2, "request_id": 7, "author": "alice", "body": "shorter", "mentions": "[]", "created_at": at},
-        ]
-    return rows
-
-
-def _reflect(conn: sa.Connection) -> sa.MetaData:
-    meta = sa.MetaData()
-    meta.reflect(conn, only=lambda name, _: name.startswith("hitl_") and name != "hitl_alembic_version")
-    return meta
-
-
-Snapshot = dict[str, tuple[list[str], list[tuple[Any, ...]]]]  # table -> (its columns, its rows in key order)
-
-
-def seed(store: Store) -> Snapshot:
-    """Fill the store as its revision allows; returns every seeded table's rows as read back."""
-    with store.write_engine.begin() as conn:
-        meta = _reflect(conn)
-        for name, rows in _rows(set(meta.tables)).items():
-            table = meta.tables[name]
-            conn.execute(sa.insert(table), [{k: v for k, v in r.items() if k in table.c} for r in rows])
-            if store.dialect == "postgresql" and "id" in table.c:  # explicit ids: move the sequence past them
-                conn.execute(
-                    sa.text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT max(id) FROM {name}))")
-                )
-    return snapshot(store)
-
-
-def snapshot(store: Store, like: Snapshot | None = None) -> Snapshot:
-    """Every row of the store's tables, or of ``like``'s tables in the columns they had then."""
-    with store.engine.connect() as conn:
-        meta = _reflect(conn)
-        out: Snapshot = {}
-        for name in list(like) if like is not None else sorted(meta.tables):
-            table = meta.tables[name]
-            columns = [table.c[c] for c in like[name][0]] if like is not None else list(table.c)
-            rows = [tuple(r) for r in conn.execute(sa.select(*columns).order_by(*columns[:3]))]
-            out[name] = ([c.name for c in columns], rows)
-    return out
-
-
-def schema_of(store: Store) -> dict[str, Any]:
-    """Tables, their columns (name, type, nullable) and indexes, and the recorded revision."""
-    with store.engine.connect() as conn:
-        insp = sa.inspect(conn)
-        tables = {
-            name: (
-                [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(name)],
-                sorted(ix["name"] or "" for ix in insp.get_indexes(name)),
-            )
-            for name in sorted(insp.get_table_names())
-        }
-        return {
-            "tables": tables,
-            "revision": conn.execute(sa.text("SELECT version_num FROM hitl_alembic_version")).scalar(),
-        }
 
 
 def _reads_like_seeded(store: Store, seeded: dict[str, list[dict[str, Any]]]) -> None:
@@ -252,7 +82,7 @@ def test_a_populated_store_upgrades_to_head_with_every_row_intact(store_url: str
         assert store.upgrade(revision) == revision
         before = seed(store)
         with store.engine.connect() as conn:
-            seeded = _rows(set(_reflect(conn).tables))
+            seeded = rows_for(set(reflect(conn).tables))
         assert store.upgrade() == HEAD
         assert snapshot(store, like=before) == before
         _reads_like_seeded(store, seeded)
@@ -364,7 +194,7 @@ def test_a_store_at_an_unknown_revision_is_refused_unchanged(tmp_path: Path) -> 
 OLD_RELEASE_REVISION = "0003"
 OLD_CODE_PROBE = """
 import json, sys
-from hitl.store import RequestQuery, Store
+from hitl.store import RequestQuery, Store, approver_rows
 store = Store(sys.argv[1])
 ids = sorted(r.id for r in store.list_requests(RequestQuery(status="all"), limit=100))
 store.audit(1, "probe", "old-code", ok=True)  # a write through the old code
