@@ -191,56 +191,89 @@ def test_a_store_at_an_unknown_revision_is_refused_unchanged(tmp_path: Path) -> 
 
 
 # -- the code that ran before the upgrade -------------------------------------------------------------------------
-OLD_RELEASE_REVISION = "0003"
 OLD_CODE_PROBE = """
 import json, sys
-from hitl.store import RequestQuery, Store, approver_rows
+from hitl.store import RequestQuery, Store
 store = Store(sys.argv[1])
 ids = sorted(r.id for r in store.list_requests(RequestQuery(status="all"), limit=100))
 store.audit(1, "probe", "old-code", ok=True)  # a write through the old code
 print(json.dumps({"ids": ids, "first": store.get(1).status, "history": [e.event for e in store.history(1)]}))
 """
+OLD_UPGRADE = """
+import sys
+from hitl.store import Store
+try:
+    Store(sys.argv[1]).upgrade()
+except Exception as exc:
+    print("FAILED", str(exc).splitlines()[0])
+else:
+    print("UPGRADED")
+"""
 
 
-def _old_release(tmp: Path) -> Path | None:
-    """plugins/ of the last commit whose head migration was 0003 (from git history), or None without history."""
+def plugins_before(added: str, into: Path) -> Path:
+    """plugins/ as it was just before the commit that added ``added`` (an earlier release's code, from git)."""
     if shutil.which("git") is None or not (REPO / ".git").exists():
-        return None
+        pytest.skip("the earlier release's code comes from git history, which this checkout lacks")
     log = subprocess.run(
-        [
-            "git",
-            "log",
-            "--format=%H",
-            "--diff-filter=A",
-            "--",
-            "plugins/hitl/store/migrations/versions/0004_gate_timeout.py",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+        ["git", "log", "--format=%H", "--diff-filter=A", "--", added], cwd=REPO, capture_output=True, text=True
     )
     commits = log.stdout.split()
     if log.returncode != 0 or not commits:
-        return None
+        pytest.skip(f"no commit in this checkout's history adds {added}")
     archive = subprocess.run(["git", "archive", f"{commits[-1]}^", "plugins/hitl"], cwd=REPO, capture_output=True)
     if archive.returncode != 0:
-        return None
-    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
-    return tmp / "plugins"
+        pytest.skip(f"git archive {commits[-1]}^ failed: {archive.stderr[-300:]!r}")
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "plugins"
+
+
+def run_old_code(plugins: Path, script: str, store_url: str) -> str:
+    """Run ``script`` with the earlier release's ``hitl`` (not this checkout's); its last line of output."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(plugins)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, store_url], capture_output=True, text=True, env=env, cwd=plugins.parent
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
 
 
 def old_code_reads(store_url: str, *, expect_ids: list[int]) -> None:
-    """The previous release's own store code (revision 0003's, from git) reads and writes the store."""
+    """The release whose head was 0003 (its own store code, from git) reads and writes the store."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="hitl-old-release-") as tmp:
-        plugins = _old_release(Path(tmp))
-        if plugins is None:
-            pytest.skip("the old release's code comes from git history, which this checkout lacks")
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(plugins)}
-        out = subprocess.run(
-            [sys.executable, "-c", OLD_CODE_PROBE, store_url], capture_output=True, text=True, env=env, cwd=tmp
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        plugins = plugins_before("plugins/hitl/store/migrations/versions/0004_gate_timeout.py", Path(tmp))
+        result = json.loads(run_old_code(plugins, OLD_CODE_PROBE, store_url))
         assert result == {"ids": expect_ids, "first": "pending", "history": ["requested", "probe"]}
+
+
+@pytest.fixture(scope="module")
+def release_before_the_fix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """plugins/ of the release before this fix: its upgrades ran SQLite DDL outside any transaction."""
+    return plugins_before("plugins/hitl/store/migrate.py", tmp_path_factory.mktemp("release-before-the-fix"))
+
+
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004", "0005"])
+def test_a_store_an_earlier_release_left_half_migrated_upgrades_now(
+    tmp_path: Path, revision: str, release_before_the_fix: Path
+) -> None:
+    """The defect itself: the earlier release's failed upgrade committed the next migration's first DDL (a table,
+    columns, an index, Alembic's copy of the request table) while the revision stayed; every retry failed."""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.upgrade(revision)
+    before = seed(store)
+    pristine = schema_of(store)
+    store.engine.dispose()
+    store.write_engine.dispose()
+    assert (
+        run_old_code(release_before_the_fix, OLD_UPGRADE, store.url)
+        == "FAILED (sqlite3.IntegrityError) FOREIGN KEY constraint failed"
+    )
+    left = schema_of(store)
+    assert left["revision"] == revision and left != pristine  # half-migrated: something of the next one is there
+    assert run_old_code(release_before_the_fix, OLD_UPGRADE, store.url).startswith("FAILED")  # and stuck
+    assert store.upgrade() == HEAD
+    assert snapshot(store, like=before) == before
+    _reads_like_seeded(store, rows_for(set(pristine["tables"])))
