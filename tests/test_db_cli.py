@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
+import subprocess
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from test_cli import one_line_error, run_cli
 
 from hitl.store import Store
+from hitl.store.engine import sync_url
 from hitl.store.migrate import script_directory
 from store_seeds import schema_of, seed, snapshot
 
@@ -132,3 +137,30 @@ def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
     out = run_cli(url, "db", "restore", str(tmp_path / "missing"))
     assert out.returncode == 2 and one_line_error(out) == f"no backup file at {tmp_path / 'missing'}"
     assert _file_revision(tmp_path / "hitl.db") == HEAD
+
+
+def test_the_way_back_on_postgresql_is_a_dump_restored_into_an_emptied_database(pg_url: str, tmp_path: Path) -> None:
+    """README's steps: pg_dump before the upgrade; to go back, empty the database and pg_restore the dump."""
+    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
+        pytest.skip("needs PostgreSQL's client tools (pg_dump, pg_restore)")
+    store = Store(pg_url)
+    store.upgrade("0003")
+    before = seed(store)
+    old_schema = schema_of(store)
+    dump = tmp_path / "hitl-before-upgrade.dump"
+    subprocess.run(["pg_dump", "--format=custom", f"--file={dump}", pg_url], check=True)
+    out = run_cli(pg_url, "db", "upgrade")
+    assert out.returncode == 0 and out.stdout.strip().startswith(f"decision store at revision {HEAD} ")
+    assert "backed up" not in out.stdout  # PostgreSQL: the dump is the operator's
+    store.engine.dispose()
+    name = make_url(pg_url).database
+    admin = sa.create_engine(sync_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    subprocess.run(["pg_restore", "--no-owner", f"--dbname={pg_url}", str(dump)], check=True)
+    restored = Store(pg_url)
+    assert schema_of(restored) == old_schema and snapshot(restored, like=before) == before
+    assert restored.upgrade() == HEAD  # and it upgrades again
+    restored.engine.dispose()
