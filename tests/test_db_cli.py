@@ -164,3 +164,18 @@ def test_the_way_back_on_postgresql_is_a_dump_restored_into_an_emptied_database(
     assert schema_of(restored) == old_schema and snapshot(restored, like=before) == before
     assert restored.upgrade() == HEAD  # and it upgrades again
     restored.engine.dispose()
+
+
+def test_a_store_not_migrated_for_this_release_is_named_so_not_unavailable(tmp_path: Path) -> None:
+    store, _ = _old_store(tmp_path)  # revision 0003, as an earlier release left it
+    out = run_cli(store.url, "approvals", "show", "1")
+    assert out.returncode == 1
+    assert one_line_error(out) == (
+        f"decision store at revision 0003, {int(HEAD or 0) - 3} migrations behind head {HEAD}: "
+        "run python -m hitl db upgrade"
+    )
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    out = run_cli(f"sqlite:///{empty}", "approvals", "list")
+    assert out.returncode == 1
+    assert one_line_error(out) == "the decision store has no schema yet: run python -m hitl db upgrade"

@@ -4,7 +4,8 @@ Uses the same settings as Airflow (``AIRFLOW_HOME``, ``[hitl]`` config). Decisio
 through the decision service, so the CLI obeys the same approver rules as the UI.
 
 Every failure is one line on stderr and a non-zero exit, never a traceback: 1 refused or
-not found (also a migration that failed, the store left unchanged, and ``db check`` off head),
+not found (also a migration that failed, the store left unchanged; a store not migrated for this
+release; ``db check`` off head),
 2 bad arguments or input, 3 the decision store is unavailable (or, to request changes,
 Airflow's database: nothing was written, try again), 4 anything else
 (``HITL_DEBUG=1`` shows its traceback).
@@ -493,6 +494,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("HITL_DEBUG"):
             raise
+        behind = _schema_problem(exc)
+        if behind is not None:  # reachable, but its schema is not this release's: not an outage
+            print(behind, file=sys.stderr)
+            return EXIT_REFUSED
         store_down = _store_down(exc)
         if store_down is not None:
             print(store_down, file=sys.stderr)
@@ -514,6 +519,19 @@ def _pipe_closed() -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else "(no message)"
+
+
+def _schema_problem(exc: BaseException) -> str | None:
+    """The one line when ``exc`` is a query on a store not migrated for this release (``db upgrade``), else None."""
+    if not store_unavailable(exc):
+        return None
+    try:
+        from hitl.store import get_store
+        from hitl.store.migrate import schema_problem
+
+        return schema_problem(exc, get_store())
+    except Exception:
+        return None
 
 
 def _store_down(exc: BaseException) -> str | None:

@@ -138,6 +138,33 @@ def state(store: Store) -> SchemaState:
     )
 
 
+MISSING_SCHEMA_PGCODES = frozenset({"42703", "42P01"})  # undefined_column, undefined_table
+MISSING_SCHEMA_SQLITE = ("no such column", "no such table", "has no column named")
+
+
+def schema_problem(exc: BaseException, store: Store) -> str | None:
+    """Why a query failed, when it failed on a missing table or column of a store not at this release's head.
+
+    Such a store is reachable; it needs ``db upgrade`` (or is newer than this release), which is what the
+    error should say rather than "the decision store is unavailable". One line, without the store's URL
+    (pages show it). None for any other failure, or when the store cannot be read either.
+    """
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return None
+    if getattr(orig, "pgcode", None) not in MISSING_SCHEMA_PGCODES and not (
+        isinstance(orig, sqlite3.OperationalError) and any(m in str(orig) for m in MISSING_SCHEMA_SQLITE)
+    ):
+        return None
+    try:
+        st = state(store)
+    except Exception:
+        return None
+    if st.current is None:
+        return "the decision store has no schema yet: run python -m hitl db upgrade"
+    return st.problem() if st.exists else None
+
+
 def current_revision(conn: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
