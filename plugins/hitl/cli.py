@@ -71,7 +71,8 @@ def _store() -> Any:
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     """Back a SQLite store up (when there is something to migrate), then migrate it, all or nothing."""
-    from hitl.store.migrate import UpgradeError, backup_sqlite, sqlite_file, state
+    from hitl.store.backup import backup_sqlite
+    from hitl.store.migrate import UpgradeError, sqlite_file, state
 
     store = _store()
     where = store.engine.url.render_as_string(hide_password=True)
@@ -118,7 +119,7 @@ def _db_check(args: argparse.Namespace) -> int:
 
 
 def _db_restore(args: argparse.Namespace) -> int:
-    from hitl.store.migrate import restore_sqlite
+    from hitl.store.backup import restore_sqlite
 
     store = _store()
     try:
