@@ -133,6 +133,33 @@ def rows_for(tables: set[str]) -> dict[str, list[dict[str, Any]]]:
             },
             {"id": 2, "request_id": 7, "author": "alice", "body": "shorter", "mentions": "[]", "created_at": at},
         ]
+    if "hitl_policy_verdict" in tables:  # 0008: what a gate's policy said about a draft (shadow and enforced)
+        rows["hitl_policy_verdict"] = [
+            {
+                "request_id": 1,
+                "dag_id": "outreach",
+                "mode": "shadow",
+                "decision": "approve",
+                "rule": "approveWhen",
+                "rule_hash": "a" * 64,
+                "sampled": False,
+                "held": None,
+                "reason": "short and polite",
+                "at": at,
+            },
+            {
+                "request_id": 3,
+                "dag_id": "outreach",
+                "mode": "enforce",
+                "decision": "none",
+                "rule": None,
+                "rule_hash": "b" * 64,
+                "sampled": True,
+                "held": "quorum of 2",
+                "reason": "",
+                "at": at,
+            },
+        ]
     return rows
 
 

@@ -69,6 +69,13 @@ def _reads_like_seeded(store: Store, seeded: dict[str, list[dict[str, Any]]]) ->
         expected_comments = [c["body"] for c in seeded.get("hitl_comment", []) if c["request_id"] == row["id"]]
         assert [c.body for c in store.comments(row["id"])] == expected_comments
     assert store.side_effect("email:2") == ("done", {"id": "m1"})
+    for verdict in seeded.get("hitl_policy_verdict", []):
+        got = store.verdict(verdict["request_id"])
+        assert got is not None and (got.mode, got.decision, got.held) == (
+            verdict["mode"],
+            verdict["decision"],
+            verdict["held"],
+        )
     with store.engine.connect() as conn:
         approvers = conn.execute(sa.text("SELECT request_id, kind, value FROM hitl_request_approver")).all()
     # Seeded from 0002 on; a 0001 store gets them from 0002's backfill of the JSON column.
