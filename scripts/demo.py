@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
-from hitl_devstack import AirflowStack, serve_demo_site  # noqa: E402
+from hitl_devstack import AirflowStack, SetupFailed, serve_demo_site  # noqa: E402
 from hitl_devstack.mailsink import MailSink  # noqa: E402
 
 DAG_ID = "local_business_outreach"
@@ -72,7 +72,11 @@ def main() -> int:
         print(f"passing your shell's {', '.join(sorted(kept))} to Airflow", file=sys.stderr)
     print(f"AIRFLOW_HOME={home}")
     print("setting up Airflow's database and the decision store ...", flush=True)
-    stack.setup()
+    try:
+        print(stack.setup())  # the store's revision, and where an older store was backed up first
+    except SetupFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
     site = serve_demo_site(site_port)
     print("starting api-server, scheduler, dag-processor, triggerer ...", flush=True)
     stopping = False

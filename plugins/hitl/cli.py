@@ -4,7 +4,9 @@ Uses the same settings as Airflow (``AIRFLOW_HOME``, ``[hitl]`` config). Decisio
 through the decision service, so the CLI obeys the same approver rules as the UI.
 
 Every failure is one line on stderr and a non-zero exit, never a traceback: 1 refused or
-not found, 2 bad arguments or input, 3 the decision store is unavailable (or, to request changes,
+not found (also a migration that failed, the store left unchanged; a store not migrated for this
+release; ``db check`` off head),
+2 bad arguments or input, 3 the decision store is unavailable (or, to request changes,
 Airflow's database: nothing was written, try again), 4 anything else
 (``HITL_DEBUG=1`` shows its traceback).
 """
@@ -68,9 +70,66 @@ def _store() -> Any:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
+    """Back a SQLite store up (when there is something to migrate), then migrate it, all or nothing."""
+    from hitl.store.backup import backup_sqlite
+    from hitl.store.migrate import UpgradeError, sqlite_file, state
+
     store = _store()
-    head = store.upgrade()
-    print(f"decision store at revision {head} ({store.engine.url.render_as_string(hide_password=True)})")
+    where = store.engine.url.render_as_string(hide_password=True)
+    before = state(store)
+    backup = None
+    if before.exists and before.current is not None and before.pending and sqlite_file(store.url) is not None:
+        backup = backup_sqlite(store, revision=before.current)
+        print(f"backed up the decision store (revision {before.current}) to {backup}")
+    try:
+        revision = store.upgrade()
+    except UpgradeError as exc:
+        unchanged = f"revision {exc.unchanged_at}" if exc.unchanged_at else "no schema"
+        kept = f"; backup: {backup}" if backup else ""
+        print(f"{exc}; the decision store is unchanged ({unchanged}{kept})", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"decision store at revision {revision} ({where})")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from hitl.store.migrate import state
+
+    st = state(_store())
+    if not st.exists:
+        print(f"no decision store at {st.where}; head {st.head}")
+        return 0
+    at = st.current or "none (no schema)"
+    behind = f", {len(st.pending)} behind" if st.pending and st.current else ""
+    unknown = ", unknown to this release" if not st.known else ""
+    print(f"revision {at}{behind}{unknown}; head {st.head} ({st.where})")
+    return 0
+
+
+def _db_check(args: argparse.Namespace) -> int:
+    from hitl.store.migrate import state
+
+    st = state(_store())
+    problem = st.problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"decision store at head {st.head} ({st.where})")
+    return 0
+
+
+def _db_restore(args: argparse.Namespace) -> int:
+    from hitl.store.backup import restore_sqlite
+
+    store = _store()
+    try:
+        revision, saved = restore_sqlite(store, Path(args.backup))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if saved is not None:
+        print(f"saved the store as it was to {saved}")
+    print(f"restored {args.backup} (revision {revision}) into {store.engine.url.render_as_string(hide_password=True)}")
     return 0
 
 
@@ -287,7 +346,10 @@ def _limit(text: str) -> int:
 _EPILOG = """\
 every command (each has --help):
   validate [PATH ...]                      check specs (default: [hitl] specs_folder)
-  db upgrade                               migrate the decision store
+  db upgrade                               migrate the decision store (all or nothing; SQLite: backed up first)
+  db current                               the store's revision and this release's head
+  db check                                 exit 0 at head, else 1 and why (behind, unknown, not a store)
+  db restore BACKUP                        put a SQLite backup back (the way back from an upgrade)
   approvals list [--status S] [--json]     list requests
   approvals show ID                        one request as JSON
   approvals approve ID --user U [--comment C] [--output-json '{"field": "new value"}']
@@ -329,7 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_validate)
 
     db = sub.add_parser("db", help="the decision store's schema").add_subparsers(dest="db_command", required=True)
-    db.add_parser("upgrade", help="apply the decision store's migrations (idempotent)").set_defaults(func=_db_upgrade)
+    db.add_parser(
+        "upgrade", help="apply the decision store's migrations, all or nothing (idempotent; SQLite: backs up first)"
+    ).set_defaults(func=_db_upgrade)
+    db.add_parser("current", help="the store's revision and this release's head").set_defaults(func=_db_current)
+    db.add_parser(
+        "check", help="exit 0 when the store is at head, else 1 with the reason (behind, unknown, not a store)"
+    ).set_defaults(func=_db_check)
+    p = db.add_parser("restore", help="put a SQLite backup made by db upgrade back (the current file is saved first)")
+    p.add_argument("backup", help="the backup file (<store>.backup-<revision>-<time>)")
+    p.set_defaults(func=_db_restore)
 
     ap = sub.add_parser("approvals", help="list and decide approval requests").add_subparsers(
         dest="approvals_command", required=True
@@ -436,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    for name in ("hitl", "airflow"):  # the CLI prints its own one-line results
+    for name in ("hitl", "airflow", "alembic"):  # the CLI prints its own one-line results
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         args = build_parser().parse_args(argv)
@@ -451,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("HITL_DEBUG"):
             raise
+        behind = _schema_problem(exc)
+        if behind is not None:  # reachable, but its schema is not this release's: not an outage
+            print(behind, file=sys.stderr)
+            return EXIT_REFUSED
         store_down = _store_down(exc)
         if store_down is not None:
             print(store_down, file=sys.stderr)
@@ -472,6 +547,19 @@ def _pipe_closed() -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else "(no message)"
+
+
+def _schema_problem(exc: BaseException) -> str | None:
+    """The one line when ``exc`` is a query on a store not migrated for this release (``db upgrade``), else None."""
+    if not store_unavailable(exc):
+        return None
+    try:
+        from hitl.store import get_store
+        from hitl.store.migrate import schema_problem
+
+        return schema_problem(exc, get_store())
+    except Exception:
+        return None
 
 
 def _store_down(exc: BaseException) -> str | None:

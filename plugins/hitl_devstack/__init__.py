@@ -143,6 +143,10 @@ def log_server_ports(port: int) -> tuple[int, int]:
             return worker, trigger
 
 
+class SetupFailed(RuntimeError):
+    """The stack could not be set up (the decision store's migration failed: the message says which and why)."""
+
+
 @dataclass
 class AirflowStack:
     home: Path
@@ -269,13 +273,20 @@ class AirflowStack:
             umask=CHILD_UMASK,
         )
 
-    def setup(self) -> None:
-        """Migrate Airflow's database and the decision store (created 0600); write the users' passwords."""
+    def setup(self) -> str:
+        """Migrate Airflow's database and the decision store (created 0600); write the users' passwords.
+
+        Returns what ``db upgrade`` printed (where it backed an older store up, and the revision); a failed
+        migration raises ``SetupFailed`` with its one line, not a bare exit status.
+        """
         self.prepare_home()
         self.passwords()
         self.run("airflow", "db", "migrate")
         self.write_cli_settings()
-        self.run("python", "-m", "hitl", "db", "upgrade")
+        upgrade = self.run("python", "-m", "hitl", "db", "upgrade", check=False)
+        if upgrade.returncode != 0:
+            raise SetupFailed(f"python -m hitl db upgrade: {upgrade.stderr.strip() or upgrade.stdout.strip()}")
+        return upgrade.stdout.strip()
 
     def write_cli_settings(self) -> None:
         """Put the stack's real URL in its airflow.cfg (``[api] base_url``), so a CLI run from another shell with

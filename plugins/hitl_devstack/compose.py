@@ -275,7 +275,7 @@ class ComposeStack(AirflowStack):
 
     # -- processes ------------------------------------------------------------------------------------
 
-    def setup(self) -> None:
+    def setup(self) -> str:
         """Fresh databases, then the init service's own command; its failure is an error with its output."""
         self.prepare_home()
         for service in (INIT_SERVICE, *self.airflow_services):
@@ -295,6 +295,7 @@ class ComposeStack(AirflowStack):
         (self.home / "airflow-init.out").write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             raise RuntimeError(f"{INIT_SERVICE} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result.stdout.strip()
 
     def _argv(self, service: str, instance: str) -> list[str]:
         args = command(self.services[service])

@@ -287,6 +287,23 @@ def test_pages_say_the_store_is_unavailable(
         assert resp.headers[name] == value
 
 
+def test_a_store_not_migrated_for_this_release_is_named_so_not_unavailable(
+    flask_app: Any, as_user: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from hitl.store import Store
+
+    old = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    old.upgrade("0003")  # as an earlier release left it, before `db upgrade` of this one
+    alice = as_user("alice")
+    use_store(monkeypatch, old.url)
+    page = alice.get("/")
+    assert page.status_code == 503 and "behind head" in page.get_data(as_text=True)
+    assert "the decision store is unavailable" not in page.get_data(as_text=True)
+    body = assert_json_error(api(flask_app, "get", "/requests"), 503, "decision store at revision 0003, ")
+    assert body["code"] == "store_schema" and body["detail"].endswith(": run python -m hitl db upgrade")
+    assert str(tmp_path) not in body["detail"]
+
+
 def test_the_slack_endpoint_says_the_store_is_unavailable(
     flask_app: Any, fake_slack: Any, down_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

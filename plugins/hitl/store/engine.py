@@ -10,11 +10,11 @@ from sqlalchemy.engine import URL, make_url
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, foreign_keys: bool = True) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
@@ -49,6 +49,33 @@ def make_engines(url: str) -> tuple[Engine, Engine]:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return read, write
+
+
+def migration_engine(url: str) -> Engine:
+    """The SQLite engine migrations run on: foreign keys off, every statement (DDL too) inside one real transaction.
+
+    Alembic's batch mode rebuilds a table by copy, drop and rename; with foreign keys on, dropping a table
+    that votes or approvers reference fails (Alembic's documented recipe turns them off). The pragma is a
+    no-op inside a transaction, so it is set when the connection opens, before any BEGIN. pysqlite's own
+    transaction handling would run DDL outside any transaction (a failed upgrade would leave half of it
+    applied), so the driver is put in autocommit and the "begin" hook emits BEGIN IMMEDIATE itself (it also
+    takes the write lock first, so two upgrades queue instead of interleaving). One connection, not pooled.
+    """
+    from sqlalchemy.pool import NullPool
+
+    parsed = sync_url(url)
+    engine = create_engine(parsed, poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection, record, foreign_keys=False)
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 def sync_url(url: str) -> URL:

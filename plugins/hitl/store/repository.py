@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields as dataclass_fields
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
@@ -65,18 +64,15 @@ class Store:
         self.dialect = self.engine.dialect.name
 
     # -- schema -----------------------------------------------------------------------
-    def upgrade(self) -> str:
-        """Apply Alembic migrations; returns the head revision."""
-        from alembic import command
-        from alembic.config import Config
+    def upgrade(self, target: str = "head") -> str:
+        """Apply the migrations up to ``target`` in one transaction; returns the revision now recorded.
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-        with self.engine.connect() as conn:
-            return str(conn.exec_driver_sql("SELECT version_num FROM hitl_alembic_version").scalar())
+        A failure raises ``hitl.store.migrate.MigrationFailed`` (which migration, and why) with the store
+        unchanged; see that module.
+        """
+        from hitl.store.migrate import upgrade
+
+        return upgrade(self, target)
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:

@@ -116,6 +116,16 @@ def _http_error(exc: HTTPException) -> Any:
     return error_response(status, exc.description or exc.name)
 
 
+def _schema_problem(exc: Exception) -> str | None:
+    from hitl.store import get_store
+    from hitl.store.migrate import schema_problem
+
+    try:
+        return schema_problem(exc, get_store())
+    except Exception:  # the configured store cannot even be opened: it is unavailable
+        return None
+
+
 def handle_error(exc: Exception) -> Any:
     """The blueprint's error handler: every exception a route (or a hook before it) raises."""
     if isinstance(exc, HTTPException):
@@ -123,6 +133,10 @@ def handle_error(exc: Exception) -> Any:
     if isinstance(exc, BadInput):
         return error_response(exc.status, str(exc), exc.code)
     if store_unavailable(exc):
+        behind = _schema_problem(exc)
+        if behind is not None:  # reachable, but not migrated for this release: say so, not "unavailable"
+            log.warning("hitl: %s", behind)
+            return error_response(503, behind, "store_schema", headers=RETRY_AFTER)
         log.warning("hitl: %s: %s", STORE_DOWN, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return error_response(503, STORE_DOWN, "store_unavailable", headers=RETRY_AFTER)
     if isinstance(exc, DecisionError):

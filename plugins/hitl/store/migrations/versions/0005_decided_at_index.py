@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from hitl.store.migration_ops import create_index_once
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -15,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_hitl_request_decided", "hitl_approval_request", ["decided_at"])
+    create_index_once("ix_hitl_request_decided", "hitl_approval_request", ["decided_at"])  # may be left by a failed run
 
 
 def downgrade() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from hitl.store.migration_ops import drop_empty_batch_copy
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -18,6 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    drop_empty_batch_copy("hitl_approval_request")  # the copy an earlier release's failed run of this one left
     with op.batch_alter_table("hitl_approval_request") as batch:
         batch.alter_column("status", existing_type=sa.String(16), type_=sa.String(32), existing_nullable=False)
         batch.add_column(sa.Column("revision", sa.Integer, nullable=False, server_default="1"))
