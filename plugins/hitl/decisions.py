@@ -441,7 +441,7 @@ def _note_rejection_on_run(req: ApprovalRequest) -> None:
         from airflow.models.dagrun import DagRun
         from airflow.utils.session import create_session
 
-        from hitl.native import md_text
+        from hitl.markdown import md_text
 
         with create_session() as session:
             run = session.query(DagRun).filter(DagRun.dag_id == req.dag_id, DagRun.run_id == req.run_id).one_or_none()

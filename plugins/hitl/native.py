@@ -23,10 +23,11 @@ response) and parks the gate again. Only the decision service ends a gate.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from airflow.sdk import BaseOperatorLink
+
+from hitl.markdown import md_text
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,6 @@ class ReviewLink(BaseOperatorLink):
             log.warning("no review link for %s: %s", ti_key, exc)
             return ""
         return review_page_url(request_id) if request_id is not None else ""
-
-
-_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
-
-
-def md_text(text: Any, limit: int = 300) -> str:
-    """``text`` as literal Markdown text: one line, every ASCII punctuation backslash-escaped.
-
-    The summary comes from the gated step's output (for the example, a scraped web page): in Airflow's
-    Markdown body it must never become a link, an image, HTML or emphasis ("[Approve here](https://...)")."""
-    flat = " ".join(str(text).split())
-    if len(flat) > limit:
-        flat = flat[: limit - 3] + "..."
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", flat)
 
 
 def _body(req: Any, url: str) -> str:

@@ -1,4 +1,4 @@
-"""The endpoint Slack's interactive buttons call (the logic lives in ``hitl.notify.slack``).
+"""The endpoint Slack's interactive buttons call (the logic lives in ``hitl.channels.slack``).
 
 Called by Slack, not a browser: authenticated by Slack's request signature, so exempt from CSRF.
 Answers are Slack JSON (``{"response_type": "ephemeral", "text": ...}`` for a refusal).
@@ -19,7 +19,7 @@ class SlackRoutes:
 
     @expose("/slack/actions", methods=["POST"])
     def slack_actions(self) -> Any:
-        from hitl.notify.slack import SlackRefusal, handle_action
+        from hitl.channels.slack import SlackRefusal, handle_action
 
         try:
             answer = handle_action(request.get_data(cache=True), request.form, request.headers)
