@@ -4,7 +4,9 @@ Anyone whose Airflow role may edit task instances can mark a gate task ``success
 XCom through Airflow's REST API or UI. So nothing after a gate trusts the gate's state or XCom:
 it asks the decision store for the approved request of this gate in this run, for the output the
 reviewer saw, and takes the approved (maybe edited) output from there. Without one the step fails
-with a one-line reason, no retries, and the refusal is audited.
+with a one-line reason, no retries, and the refusal is audited. A store that cannot be reached is
+waited out (``hitl.store.outage``, bounded): an approved run does not fail on an outage, and nothing
+acts before its approval was read.
 
 Spec steps do this by themselves (``hitl.steps.operator``). Hand-written DAGs call
 ``approved_output`` in the task that acts, or pass ``gate.output`` of an ``ApprovalSensor`` to a
@@ -17,6 +19,7 @@ import logging
 from typing import Any
 
 from hitl.store import APPROVED, Store, content_hash, get_store
+from hitl.store.outage import through_outage
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,11 @@ def check_approval(
     Raises ``GateNotApproved`` (audited as ``gate_bypass_refused``) when there is no such approval.
     """
     store = store or get_store()
-    req = store.current_for_gate(dag_id, run_id, gate_task_id, map_index)
+    found = store  # for the closures below (mypy: not None)
+    where = f"gate {gate_task_id} in run {run_id}" + (f" (item {map_index})" if map_index >= 0 else "")
+    req = through_outage(
+        f"checking the approval of {where}", lambda: found.current_for_gate(dag_id, run_id, gate_task_id, map_index)
+    )
     reason = None
     if req is None or req.status != APPROVED:
         state = f" (request {req.id} is {req.status})" if req is not None else " (no approval request was made)"
@@ -55,16 +62,20 @@ def check_approval(
             f"changed after request {req.id} was approved"
         )
     if reason is not None:
-        store.audit(
-            req.id if req is not None else None,
-            "gate_bypass_refused",
-            None,
-            dag_id=dag_id,
-            run_id=run_id,
-            gate=gate_task_id,
-            map_index=map_index,
-            acting_task=acting_task,
-            reason=reason,
+        refused_id = req.id if req is not None else None
+        through_outage(
+            f"auditing the refusal on {where}",
+            lambda: found.audit(
+                refused_id,
+                "gate_bypass_refused",
+                None,
+                dag_id=dag_id,
+                run_id=run_id,
+                gate=gate_task_id,
+                map_index=map_index,
+                acting_task=acting_task,
+                reason=reason,
+            ),
         )
         log.error("%s", reason)
         raise GateNotApproved(reason)

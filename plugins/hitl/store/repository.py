@@ -570,15 +570,24 @@ class Store:
         return at, float(json.loads(row.detail or "{}").get("interval", 300))
 
     # -- at-most-once side effects ----------------------------------------------------
-    def claim_side_effect(self, key: str, kind: str) -> bool:
-        """True for the first caller only: what it guards (sending an email) happens at most once."""
+    def claim_side_effect(self, key: str, kind: str, *, claim: str | None = None) -> bool:
+        """True for the first caller only: what it guards (sending an email) happens at most once.
+
+        ``claim``: the caller's own token, for a caller that repeats the claim after an outage (the first
+        try's commit may have reached the store while its answer did not): a claim already recorded
+        with the same token, still started, is the caller's own, True again.
+        """
+        detail = canonical_json({"claim": claim}) if claim else "{}"
         try:
             with self.writing() as conn:
                 conn.execute(
-                    insert(side_effect).values(key=key, kind=kind, status="started", created_at=utcnow(), detail="{}")
+                    insert(side_effect).values(key=key, kind=kind, status="started", created_at=utcnow(), detail=detail)
                 )
         except IntegrityError:
-            return False
+            if claim is None:
+                return False
+            found = self.side_effect(key)
+            return found is not None and found[0] == "started" and found[1].get("claim") == claim
         return True
 
     def finish_side_effect(self, key: str, detail: dict[str, Any]) -> None:
