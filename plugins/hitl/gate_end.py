@@ -206,14 +206,18 @@ class DirectRoute:
                 log.info("request %s: gate %s now waits on request %s; left alone", req.id, req.gate_task_id, parked_on)
                 return False
             handle_event_submit(end.event(with_xcoms=False), task_instance=ti, session=session)
-            where = {"task_id": ti.task_id, "dag_id": ti.dag_id, "run_id": ti.run_id, "map_index": ti.map_index}
             for key, value in end.xcoms().items():
-                if key == "return_value":
-                    # As the task SDK stores a return value, so a downstream task reads the value itself
-                    # (the trigger event's would be encoded twice: ``decode_gate_xcom``).
-                    XComModel.set(key=key, value=serialize(value), serialize=False, session=session, **where)
-                else:  # as ti.xcom_push writes it on the trigger's route
-                    XComModel.set(key=key, value=value, session=session, **where)
+                raw = key == "return_value"  # as the task SDK stores a return value (the trigger's is encoded twice)
+                XComModel.set(
+                    key=key,
+                    value=serialize(value) if raw else value,  # else as ti.xcom_push writes it, the trigger's route
+                    serialize=not raw,
+                    task_id=ti.task_id,
+                    dag_id=ti.dag_id,
+                    run_id=ti.run_id,
+                    map_index=ti.map_index,
+                    session=session,
+                )
         log.info("request %s: ended gate task %s/%s at once", req.id, req.run_id, req.gate_task_id)
         return True
 

@@ -86,6 +86,14 @@ class OutageStack:
         base = self.stack.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / f"task_id={task_id}"
         return "".join(p.read_text(errors="replace") for p in sorted(base.glob("attempt=*.log")))
 
+    def waiting(self, run_id: str, task_id: str) -> bool:
+        """True once the task logged its wait for the store; a task that failed instead fails the test now."""
+        if WAITING in self.task_log(run_id, task_id):
+            return True
+        state = self.stack.task_state(DAG, run_id, task_id)
+        assert state not in ("failed", "up_for_retry", "upstream_failed"), self.task_log(run_id, task_id)[-3000:]
+        return False
+
     def tries(self, run_id: str, task_id: str) -> int:
         base = self.stack.home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / f"task_id={task_id}"
         return len(list(base.glob("attempt=*.log")))
@@ -160,7 +168,7 @@ def test_steps_after_a_decision_wait_out_a_store_outage_and_act_once(outage_stac
     # Each step that needs the store started during the outage and waits for it, logged once.
     waiting = [(r, "send_email") for r in approved] + [(sent_back, "draft")]
     for run_id, task in waiting:
-        wait_for(f"{run_id}/{task} waiting for the store", lambda r=run_id, t=task: WAITING in o.task_log(r, t), 240)
+        wait_for(f"{run_id}/{task} waiting for the store", lambda r=run_id, t=task: o.waiting(r, t), 240)
     assert o.inbox.messages == []  # nothing acted without reading its approval
     assert all(o.stack.task_state(DAG, r, t) == "running" for r, t in waiting)
 
