@@ -91,6 +91,8 @@ def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | No
     """
     from airflow.sdk.exceptions import AirflowFailException
 
+    from hitl.upstream import output_of
+
     if context is None:
         from airflow.sdk import get_current_context
 
@@ -103,7 +105,7 @@ def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | No
             run_id=ti.run_id,
             gate_task_id=gate_task_id,
             map_index=map_index,
-            step_output=ti.xcom_pull(task_ids=step_id) if step_id else _UNSET,
+            step_output=output_of(context, step_id) if step_id else _UNSET,
             acting_task=ti.task_id,
         )
     except GateNotApproved as exc:

@@ -43,11 +43,12 @@ class StepOperator(BaseOperator):
 
     def execute(self, context: Any) -> Any:
         from hitl.steps import step_module
+        from hitl.upstream import output_of
 
         ti = context["ti"]
-        approved = self._approved_outputs(ti)
+        approved = self._approved_outputs(context)
         steps = {
-            step_id: {"output": approved[task_id] if task_id in approved else ti.xcom_pull(task_ids=task_id)}
+            step_id: {"output": approved[task_id] if task_id in approved else output_of(context, task_id)}
             for step_id, task_id in self.sources.items()
         }
         review = self._review(ti)
@@ -66,12 +67,14 @@ class StepOperator(BaseOperator):
         map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else -1
         return review_of(ti.dag_id, ti.run_id, self.review_gate, map_index)
 
-    def _approved_outputs(self, ti: Any) -> dict[str, Any]:
+    def _approved_outputs(self, context: Any) -> dict[str, Any]:
         """Gate task id -> approved output, for every gate this step comes after or reads from."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from hitl.guard import GateNotApproved, check_approval
+        from hitl.upstream import output_of
 
+        ti = context["ti"]
         gate_ids = sorted({*self.gates, *(t for t in self.sources.values() if t.endswith(GATE_SUFFIX))})
         map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else -1
         approved = {}
@@ -83,7 +86,7 @@ class StepOperator(BaseOperator):
                     run_id=ti.run_id,
                     gate_task_id=gate_id,
                     map_index=map_index,
-                    step_output=ti.xcom_pull(task_ids=step_id),
+                    step_output=output_of(context, step_id),
                     acting_task=ti.task_id,
                 )
             except GateNotApproved as exc:
