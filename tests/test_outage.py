@@ -205,3 +205,11 @@ def test_the_guard_waits_for_a_postgres_store_behind_a_cut_connection(
         proxy.close()
         behind.engine.dispose()
         direct.engine.dispose()
+
+
+def test_a_store_without_its_tables_is_not_an_outage() -> None:
+    from hitl.store.outage import is_outage
+
+    assert not is_outage(OperationalError("SELECT", {}, Exception("no such table: hitl_approval_request")))
+    assert is_outage(OperationalError("SELECT", {}, Exception("database is locked")))
+    assert is_outage(outage_error())

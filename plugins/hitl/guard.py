@@ -16,6 +16,7 @@ Spec steps do this by themselves (``hitl.steps.operator``). Hand-written DAGs ca
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hitl.store import APPROVED, Store, content_hash, get_store
@@ -39,12 +40,19 @@ def check_approval(
     step_output: Any = _UNSET,
     acting_task: str | None = None,
     store: Store | None = None,
+    binds: Sequence[str] = (),
+    output_now: Callable[[str], Any] | None = None,
 ) -> Any:
     """The approved output of gate ``gate_task_id`` in this run, from the decision store.
 
     ``step_output``: the gated step's output as it is now; when given, it must be the output the
     reviewer approved (its hash), or the approval does not count for it.
     Raises ``GateNotApproved`` (audited as ``gate_bypass_refused``) when there is no such approval.
+
+    ``binds``: ungated steps whose outputs the acting step reads, and ``output_now(step)`` their outputs as
+    they are now. Each must be what the request recorded when the reviewer saw it (``Store.bound_inputs``);
+    one that changed since, or that the approval never covered, refuses the step, audited as
+    ``bound_input_refused``: what the reviewer saw and what the step acts on are the same.
     """
     store = store or get_store()
     found = store  # for the closures below (mypy: not None)
@@ -61,13 +69,32 @@ def check_approval(
             f"no recorded approval for gate {gate_task_id} in run {run_id}: the output of step {req.step_id} "
             f"changed after request {req.id} was approved"
         )
+    event = "gate_bypass_refused"
+    if reason is None and req is not None and binds:
+        assert output_now is not None, "binds need output_now"
+        approved = req
+        recorded = through_outage(f"reading what {where} bound", lambda: found.bound_inputs(approved.id)) or {}
+        for step in binds:
+            if step not in recorded:
+                reason = (
+                    f"step {acting_task or '?'} reads the output of step {step}, which request {req.id} of {where} "
+                    "did not bind: the approval does not cover it"
+                )
+            elif content_hash(output_now(step)) != content_hash(recorded[step]):
+                reason = (
+                    f"the output of step {step} changed after request {req.id} of {where} was reviewed: "
+                    "the approval covers what the reviewer saw, not the new value"
+                )
+            if reason is not None:
+                event = "bound_input_refused"
+                break
     if reason is not None:
         refused_id = req.id if req is not None else None
         through_outage(
             f"auditing the refusal on {where}",
             lambda: found.audit(
                 refused_id,
-                "gate_bypass_refused",
+                event,
                 None,
                 dag_id=dag_id,
                 run_id=run_id,

@@ -96,6 +96,8 @@ class ApprovalSensor(BaseOperator):
                 options=self.options,
                 triggered_by=getattr(dag_run, "triggering_user_name", None),
                 verdict=self._verdict(context, output) if self.options.policy is not None else None,
+                # what the steps after this gate read besides the approved output, bound to the approval
+                bound={step: output_of(context, step) for step in self.options.binds} or None,
             )
         )
         if created:

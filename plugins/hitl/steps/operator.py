@@ -18,6 +18,8 @@ class StepOperator(BaseOperator):
     read from the decision store (the approved, possibly edited version), never from the gate's
     XCom; ``gates`` lists the gates this step comes right after, each of which must have a
     recorded approval for the output it reviewed, or the step fails without acting (hitl.guard).
+    ``binds``: per gate, the ungated steps this step reads whose outputs that gate's request recorded; each must
+    be unchanged when this step runs (what the reviewer saw is what it acts on).
     ``review_gate``: the gate that reviews this step's own output; its config is rendered with
     ``review`` (the feedback of earlier rounds, ``hitl.rounds``), so a draft sent back is redone with it.
     """
@@ -31,6 +33,7 @@ class StepOperator(BaseOperator):
         config: dict[str, Any],
         sources: dict[str, str] | None = None,
         gates: list[str] | None = None,
+        binds: dict[str, list[str]] | None = None,
         review_gate: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -40,6 +43,7 @@ class StepOperator(BaseOperator):
         self.config = config
         self.sources = dict(sources or {})
         self.gates = list(gates or [])
+        self.binds = {gate: list(steps) for gate, steps in (binds or {}).items()}
 
     def execute(self, context: Any) -> Any:
         from hitl.steps import step_module
@@ -88,6 +92,8 @@ class StepOperator(BaseOperator):
                     map_index=map_index,
                     step_output=output_of(context, step_id),
                     acting_task=ti.task_id,
+                    binds=self.binds.get(gate_id, []),
+                    output_now=lambda step: output_of(context, step),
                 )
             except GateNotApproved as exc:
                 raise AirflowFailException(str(exc)) from None

@@ -30,6 +30,8 @@ SETTING = ("hitl", "store_outage_wait")
 DEFAULT_WAIT = 300.0
 FIRST_DELAY = 0.5
 MAX_DELAY = 15.0
+# A store that answers but lacks the schema (not migrated: ``python -m hitl db upgrade``) is no outage to wait out.
+NOT_AN_OUTAGE = ("no such table", "no such column", "syntax error", "does not exist")
 
 
 def outage_wait() -> float:
@@ -51,6 +53,8 @@ def is_outage(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+    if isinstance(exc, OperationalError) and any(m in str(exc).lower() for m in NOT_AN_OUTAGE):
+        return False  # SQLite says "no such table" with the same class as "database is locked"
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:

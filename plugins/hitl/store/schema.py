@@ -145,3 +145,13 @@ policy_verdict = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_hitl_policy_verdict_dag", "dag_id", "request_id"),
 )
+
+# 0009: what the steps after a gate read besides the approved output (ungated steps' outputs), as recorded
+# with the request the reviewer saw; checked before those steps act (hitl.guard)
+bound_input = Table(
+    "hitl_bound_input",
+    metadata,
+    Column("request_id", Integer, ForeignKey("hitl_approval_request.id"), primary_key=True),
+    Column("inputs", Text, nullable=False),  # JSON: step id -> output
+    Column("inputs_hash", String(64), nullable=False),
+)
