@@ -117,3 +117,14 @@ def test_every_step_after_a_gate_checks_it_however_far_downstream(tmp_path: Path
     assert dag.get_task("b").gates == ["a__approval"]
     assert dag.get_task("c").gates == ["a__approval"]
     assert dag.get_task("a").gates == []
+
+
+def test_a_gate_binds_the_ungated_outputs_its_next_steps_read(specs: Path) -> None:
+    shutil.copy(REPO / "tests/specs/e2e/bound_email.yaml", specs)
+    dag = dagbag().dags["bound_email"]  # type: ignore[attr-defined]
+    # send_email reads steps.contact.output (ungated, upstream of the gated draft): the gate records it
+    assert dag.get_task("draft__approval").options.binds == ["contact"]
+    assert dag.get_task("send_email").binds == {"draft__approval": ["contact"]}
+    # the outreach example's email reads only the approved draft: nothing else to bind
+    outreach = dagbag().dags["local_business_outreach"]  # type: ignore[attr-defined]
+    assert outreach.get_task("draft_email__approval").options.binds == []

@@ -82,3 +82,47 @@ def test_a_superseded_approval_does_not_count(store: Store) -> None:
         conn.execute(update(approval_request).where(approval_request.c.id == req.id).values(status="superseded"))
     with pytest.raises(GateNotApproved, match="no approval request was made"):
         check_approval(**WHERE, store=store)
+
+
+def _bound_refusals(store: Store) -> list[dict]:
+    import json
+
+    from sqlalchemy import select
+
+    from hitl.store.schema import audit_event
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(audit_event).where(audit_event.c.event == "bound_input_refused")).all()
+    return [json.loads(r.detail) | {"request_id": r.request_id} for r in rows]
+
+
+def test_a_bound_input_must_be_what_the_reviewer_saw(store: Store) -> None:
+    seen = {"contact": {"to": "pat@example.com"}}
+    req, _ = store.record_request(gate(bound=seen))
+    assert store.bound_inputs(req.id) == seen
+    decide(store, req.id, ALICE, "approve")
+    now = {"contact": {"to": "pat@example.com"}}
+    ok = check_approval(**WHERE, binds=["contact"], output_now=now.__getitem__, acting_task="send_email", store=store)
+    assert ok == req.output and _bound_refusals(store) == []
+
+    now["contact"] = {"to": "bob@evil.example"}  # changed after the review (an XCom edit)
+    with pytest.raises(GateNotApproved, match=r"the output of step contact changed after request \d+"):
+        check_approval(**WHERE, binds=["contact"], output_now=now.__getitem__, acting_task="send_email", store=store)
+    (refusal,) = _bound_refusals(store)
+    assert refusal["request_id"] == req.id and refusal["acting_task"] == "send_email"
+    assert "bob@evil.example" not in refusal["reason"]
+
+    with pytest.raises(GateNotApproved, match="did not bind: the approval does not cover it"):
+        check_approval(**WHERE, binds=["other"], output_now=lambda step: 1, acting_task="send_email", store=store)
+    assert len(_bound_refusals(store)) == 2
+
+
+def test_a_changed_bound_input_makes_a_new_request(store: Store) -> None:
+    first, created = store.record_request(gate(bound={"contact": {"to": "pat@example.com"}}))
+    again, created_again = store.record_request(gate(bound={"contact": {"to": "pat@example.com"}}))
+    assert created and not created_again and again.id == first.id  # a retry: the same request
+    changed, created = store.record_request(gate(bound={"contact": {"to": "bob@evil.example"}}))
+    assert created and changed.id != first.id  # the reviewer must see the new value
+    old = store.get(first.id)
+    assert old is not None and old.status == "superseded"
+    assert store.bound_inputs(changed.id) == {"contact": {"to": "bob@evil.example"}}

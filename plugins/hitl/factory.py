@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,44 @@ def upstream_gates(steps: list[StepSpec]) -> dict[str, set[str]]:
     return {s.id: gates_of(s.id, frozenset({s.id})) for s in steps}
 
 
+def ancestors(steps: list[StepSpec]) -> dict[str, set[str]]:
+    """Step id -> every step upstream of it (by ``next`` or by using an output), transitively."""
+    parents: dict[str, set[str]] = {s.id: set(s.refs) for s in steps}
+    for step in steps:
+        if step.next_step:
+            parents.setdefault(step.next_step, set()).add(step.id)
+    found: dict[str, set[str]] = {}
+
+    def up(step_id: str, seen: frozenset[str]) -> set[str]:
+        if step_id not in found:
+            result: set[str] = set()
+            for parent in parents.get(step_id, ()):
+                if parent not in seen:
+                    result |= {parent} | up(parent, seen | {parent})
+            found[step_id] = result
+        return found[step_id]
+
+    return {s.id: up(s.id, frozenset({s.id})) for s in steps}
+
+
+def gate_binds(steps: list[StepSpec], gates_before: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Gate task id -> the ungated steps upstream of its gated step whose outputs a step after the gate reads.
+
+    Those outputs exist when the gate records its request: the request binds them (the reviewer sees them)
+    and each step after the gate checks they are unchanged before it acts (``hitl.guard``).
+    """
+    by_id = {s.id: s for s in steps}
+    before = ancestors(steps)
+    binds: dict[str, set[str]] = {gate_task_id(s.id): set() for s in steps if s.gate}
+    for step in steps:
+        for gate in gates_before.get(step.id, ()):
+            gated = gate.removesuffix(GATE_SUFFIX)
+            for ref in step.refs:
+                if ref in by_id and not by_id[ref].gate and ref in before.get(gated, set()):
+                    binds.setdefault(gate, set()).add(ref)
+    return {gate: sorted(refs) for gate, refs in binds.items()}
+
+
 def build_dag(loaded: LoadedSpec) -> Any:
     from airflow.sdk import DAG
 
@@ -109,6 +148,7 @@ def build_dag(loaded: LoadedSpec) -> Any:
     # Every gate upstream of a step (by ``next`` or by using an output, however many steps away): it checks each
     # has a recorded approval before it acts (hitl.guard), so forcing the steps between does not get around one.
     gates_before = upstream_gates(loaded.steps)
+    binds = gate_binds(loaded.steps, gates_before)
     with dag:
         for step in loaded.steps:
             task = StepOperator(
@@ -117,6 +157,7 @@ def build_dag(loaded: LoadedSpec) -> Any:
                 config=step.config,
                 sources={ref: output_task_id(by_id[ref]) for ref in step.refs},
                 gates=sorted(gates_before.get(step.id, set())),
+                binds={g: [r for r in binds.get(g, []) if r in step.refs] for g in gates_before.get(step.id, set())},
                 review_gate=gate_task_id(step.id) if step.gate else None,
                 retries=step.retries,
                 doc_md=step.description,
@@ -126,7 +167,10 @@ def build_dag(loaded: LoadedSpec) -> Any:
                 gate = ApprovalSensor(
                     task_id=gate_task_id(step.id),
                     step_id=step.id,
-                    options=gate_options(step, spec.owner, spec.notify.model_dump(exclude_none=True)),
+                    options=replace(
+                        gate_options(step, spec.owner, spec.notify.model_dump(exclude_none=True)),
+                        binds=binds.get(gate_task_id(step.id), []),
+                    ),
                 )
                 task >> gate
                 outputs[step.id] = gate

@@ -37,6 +37,9 @@ class GateOptions:
     # Rules that decide the draft (mode enforce) or record what they would have decided (shadow): hitl.policy.
     # A mapping as in a spec (``{"approveWhen": ..., "mode": ...}``) is parsed here, so a bad rule fails the DAG file.
     policy: GatePolicy | None = None
+    # Ungated steps (task ids) whose outputs the steps after this gate read: recorded with the request, shown to
+    # the reviewer, and checked before those steps act (hitl.guard); a spec's gates get them from the factory.
+    binds: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from hitl.policy import coerce

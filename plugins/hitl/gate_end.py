@@ -89,17 +89,23 @@ class GateEnd:
             "edited": self.edited,
         }
 
-    def event(self, *, with_output: bool = True) -> Any:
-        """The trigger event that ends the gate task (``with_output=False``: the caller writes the XCom itself)."""
+    def xcoms(self) -> dict[str, Any]:
+        """The XComs the trigger's event pushes with the gate's end (none for a plain event)."""
+        if self.status == APPROVED:
+            return {DECISION_XCOM_KEY: self.decision, "return_value": self.output}
+        if self.status == REJECTED:
+            return {DECISION_XCOM_KEY: self.decision}
+        return {}
+
+    def event(self, *, with_xcoms: bool = True) -> Any:
+        """The trigger event that ends the gate task (``with_xcoms=False``: the caller writes the XComs itself)."""
         from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
+        xcoms = self.xcoms() if with_xcoms else None
         if self.status == APPROVED:
-            xcoms: dict[str, Any] = {DECISION_XCOM_KEY: self.decision}
-            if with_output:
-                xcoms["return_value"] = self.output
             return TaskSuccessEvent(xcoms=xcoms)
         if self.status == REJECTED:
-            return TaskSkippedEvent(xcoms={DECISION_XCOM_KEY: self.decision})
+            return TaskSkippedEvent(xcoms=xcoms)
         return TriggerEvent(self.decision)  # superseded or timed out: the worker decides what follows
 
     def describe(self) -> str:
@@ -154,6 +160,24 @@ class DirectRoute:
 
     @staticmethod
     def _submit(end: GateEnd, req: ApprovalRequest) -> bool:
+        """End the gate in ONE transaction of Airflow's database that holds the gate's row lock throughout.
+
+        The trigger may end the same gate at the same moment (``Trigger.submit_event`` in the triggerer).
+        Both routes write the same XCom keys, and ``XComModel.set`` is a delete then an insert: two of them
+        overlapping on one key is a unique violation, which in the triggerer is an exception out of its
+        event loop. What makes the double ending harmless is the order of the locks, not a retry:
+
+        - here the task instance row is locked (``FOR UPDATE``, only while still deferred) before anything is
+          written, and every write (state, callback, both XComs) commits at once with it. Airflow's
+          ``handle_event_submit`` pushes an event's XComs with ``ti.xcom_push`` in a session of its own making,
+          which on the scoped session commits the caller's transaction and releases the lock halfway: so the
+          event submitted here carries no XComs, and this route writes them itself, in the same transaction;
+        - the triggerer updates that row (``set_state``) before it pushes its XComs, so its update waits for
+          this commit and its XComs are written after ours are committed (a delete that sees them, an insert
+          that cannot collide);
+        - if the triggerer got there first, its update holds the row lock, the ``FOR UPDATE`` below waits for
+          it, sees the gate no longer deferred, and this route writes nothing.
+        """
         from airflow.models.taskinstance import TaskInstance
         from airflow.models.trigger import handle_event_submit
         from airflow.models.xcom import XComModel
@@ -181,18 +205,17 @@ class DirectRoute:
             if parked_on != req.id:  # the gate was cleared and now waits on another request: not ours to end
                 log.info("request %s: gate %s now waits on request %s; left alone", req.id, req.gate_task_id, parked_on)
                 return False
-            handle_event_submit(end.event(with_output=False), task_instance=ti, session=session)
-            if end.status == APPROVED:
-                # As the task SDK stores a return value, so a downstream task reads the value itself
-                # (the event's own XCom would be encoded twice).
+            handle_event_submit(end.event(with_xcoms=False), task_instance=ti, session=session)
+            for key, value in end.xcoms().items():
+                raw = key == "return_value"  # as the task SDK stores a return value (the trigger's is encoded twice)
                 XComModel.set(
-                    key="return_value",
-                    value=serialize(end.output),
+                    key=key,
+                    value=serialize(value) if raw else value,  # else as ti.xcom_push writes it, the trigger's route
+                    serialize=not raw,
                     task_id=ti.task_id,
                     dag_id=ti.dag_id,
                     run_id=ti.run_id,
                     map_index=ti.map_index,
-                    serialize=False,
                     session=session,
                 )
         log.info("request %s: ended gate task %s/%s at once", req.id, req.run_id, req.gate_task_id)

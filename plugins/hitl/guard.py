@@ -4,7 +4,9 @@ Anyone whose Airflow role may edit task instances can mark a gate task ``success
 XCom through Airflow's REST API or UI. So nothing after a gate trusts the gate's state or XCom:
 it asks the decision store for the approved request of this gate in this run, for the output the
 reviewer saw, and takes the approved (maybe edited) output from there. Without one the step fails
-with a one-line reason, no retries, and the refusal is audited.
+with a one-line reason, no retries, and the refusal is audited. A store that cannot be reached is
+waited out (``hitl.store.outage``, bounded): an approved run does not fail on an outage, and nothing
+acts before its approval was read.
 
 Spec steps do this by themselves (``hitl.steps.operator``). Hand-written DAGs call
 ``approved_output`` in the task that acts, or pass ``gate.output`` of an ``ApprovalSensor`` to a
@@ -14,9 +16,11 @@ Spec steps do this by themselves (``hitl.steps.operator``). Hand-written DAGs ca
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hitl.store import APPROVED, Store, content_hash, get_store
+from hitl.store.outage import through_outage
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +40,26 @@ def check_approval(
     step_output: Any = _UNSET,
     acting_task: str | None = None,
     store: Store | None = None,
+    binds: Sequence[str] = (),
+    output_now: Callable[[str], Any] | None = None,
 ) -> Any:
     """The approved output of gate ``gate_task_id`` in this run, from the decision store.
 
     ``step_output``: the gated step's output as it is now; when given, it must be the output the
     reviewer approved (its hash), or the approval does not count for it.
     Raises ``GateNotApproved`` (audited as ``gate_bypass_refused``) when there is no such approval.
+
+    ``binds``: ungated steps whose outputs the acting step reads, and ``output_now(step)`` their outputs as
+    they are now. Each must be what the request recorded when the reviewer saw it (``Store.bound_inputs``);
+    one that changed since, or that the approval never covered, refuses the step, audited as
+    ``bound_input_refused``: what the reviewer saw and what the step acts on are the same.
     """
     store = store or get_store()
-    req = store.current_for_gate(dag_id, run_id, gate_task_id, map_index)
+    found = store  # for the closures below (mypy: not None)
+    where = f"gate {gate_task_id} in run {run_id}" + (f" (item {map_index})" if map_index >= 0 else "")
+    req = through_outage(
+        f"checking the approval of {where}", lambda: found.current_for_gate(dag_id, run_id, gate_task_id, map_index)
+    )
     reason = None
     if req is None or req.status != APPROVED:
         state = f" (request {req.id} is {req.status})" if req is not None else " (no approval request was made)"
@@ -54,17 +69,40 @@ def check_approval(
             f"no recorded approval for gate {gate_task_id} in run {run_id}: the output of step {req.step_id} "
             f"changed after request {req.id} was approved"
         )
+    event = "gate_bypass_refused"
+    if reason is None and req is not None and binds:
+        assert output_now is not None, "binds need output_now"
+        approved = req
+        recorded = through_outage(f"reading what {where} bound", lambda: found.bound_inputs(approved.id)) or {}
+        for step in binds:
+            if step not in recorded:
+                reason = (
+                    f"step {acting_task or '?'} reads the output of step {step}, which request {req.id} of {where} "
+                    "did not bind: the approval does not cover it"
+                )
+            elif content_hash(output_now(step)) != content_hash(recorded[step]):
+                reason = (
+                    f"the output of step {step} changed after request {req.id} of {where} was reviewed: "
+                    "the approval covers what the reviewer saw, not the new value"
+                )
+            if reason is not None:
+                event = "bound_input_refused"
+                break
     if reason is not None:
-        store.audit(
-            req.id if req is not None else None,
-            "gate_bypass_refused",
-            None,
-            dag_id=dag_id,
-            run_id=run_id,
-            gate=gate_task_id,
-            map_index=map_index,
-            acting_task=acting_task,
-            reason=reason,
+        refused_id = req.id if req is not None else None
+        through_outage(
+            f"auditing the refusal on {where}",
+            lambda: found.audit(
+                refused_id,
+                event,
+                None,
+                dag_id=dag_id,
+                run_id=run_id,
+                gate=gate_task_id,
+                map_index=map_index,
+                acting_task=acting_task,
+                reason=reason,
+            ),
         )
         log.error("%s", reason)
         raise GateNotApproved(reason)
@@ -80,6 +118,8 @@ def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | No
     """
     from airflow.sdk.exceptions import AirflowFailException
 
+    from hitl.upstream import output_of
+
     if context is None:
         from airflow.sdk import get_current_context
 
@@ -92,7 +132,7 @@ def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | No
             run_id=ti.run_id,
             gate_task_id=gate_task_id,
             map_index=map_index,
-            step_output=ti.xcom_pull(task_ids=step_id) if step_id else _UNSET,
+            step_output=output_of(context, step_id) if step_id else _UNSET,
             acting_task=ti.task_id,
         )
     except GateNotApproved as exc:

@@ -23,8 +23,18 @@ FIRST_ROUND: dict[str, Any] = {"round": 1, "feedback": "", "rounds": []}
 def review_of(
     dag_id: str, run_id: str, gate_task_id: str, map_index: int = -1, *, store: Store | None = None
 ) -> dict[str, Any]:
-    """The ``review`` variable for the gated step of ``gate_task_id`` in this run."""
-    earlier = (store or get_store()).rounds(dag_id, run_id, gate_task_id, map_index)
+    """The ``review`` variable for the gated step of ``gate_task_id`` in this run.
+
+    Read through a store outage (bounded, ``hitl.store.outage``): a re-run step must not make its next
+    draft without the feedback it answers, nor fail for a store that is back a minute later.
+    """
+    from hitl.store.outage import through_outage
+
+    found = store or get_store()
+    earlier = through_outage(
+        f"reading the review rounds of gate {gate_task_id} in run {run_id}",
+        lambda: found.rounds(dag_id, run_id, gate_task_id, map_index),
+    )
     if not earlier:
         return {**FIRST_ROUND, "rounds": []}
     rounds = [

@@ -75,9 +75,10 @@ class ApprovalSensor(BaseOperator):
     def execute(self, context: Any) -> Any:
         from hitl.metrics import metrics
         from hitl.store import APPROVED, PENDING, GateRequest, get_store, utcnow
+        from hitl.upstream import output_of
 
         ti = context["ti"]
-        output = ti.xcom_pull(task_ids=self.step_id)
+        output = output_of(context, self.step_id)  # a mapped gate: its own item's output only
         kind = self.options.output_kind or detect_kind(output)
         dag_run = context["dag_run"]
         store = get_store()
@@ -95,6 +96,8 @@ class ApprovalSensor(BaseOperator):
                 options=self.options,
                 triggered_by=getattr(dag_run, "triggering_user_name", None),
                 verdict=self._verdict(context, output) if self.options.policy is not None else None,
+                # what the steps after this gate read besides the approved output, bound to the approval
+                bound={step: output_of(context, step) for step in self.options.binds} or None,
             )
         )
         if created:
@@ -123,6 +126,7 @@ class ApprovalSensor(BaseOperator):
     def _verdict(self, context: Any, output: Any) -> Any:
         """The policy's verdict on this draft; a rule that cannot be evaluated leaves it to a human, never fails."""
         from hitl.policy import Verdict
+        from hitl.upstream import output_of
 
         policy = self.options.policy
         assert policy is not None
@@ -130,7 +134,7 @@ class ApprovalSensor(BaseOperator):
         try:
             values = {
                 "output": output,
-                "steps": {step: {"output": ti.xcom_pull(task_ids=step)} for step in policy.steps_read()},
+                "steps": {step: {"output": output_of(context, step)} for step in policy.steps_read()},
                 "params": dict(context.get("params") or {}),
             }
             map_index = ti.map_index if ti.map_index is not None else -1

@@ -11,6 +11,7 @@ import base64
 import html
 import logging
 import re
+import secrets
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -180,6 +181,7 @@ def sent_key(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> s
 
 def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
     from hitl.store import get_store
+    from hitl.store.outage import through_outage
 
     check_sendable(config)  # before claiming: a message that cannot go out must not look like it went
     ti = context["ti"]
@@ -188,8 +190,12 @@ def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
     transport = config.get("transport", "outbox")
     msg = build_message(config)
     extra: dict[str, Any] | None = None
-    if not store.claim_side_effect(key, "email"):
-        recorded = store.side_effect(key)
+    # Every ledger read and write waits out a store outage (bounded): the claim before sending, so nothing
+    # goes out unrecorded; the finish after it, so a sent email is recorded as sent, never sent again.
+    ledger = f"the email ledger of {key}"
+    claim = secrets.token_hex(8)  # the same claim when it is repeated after an outage
+    if not through_outage(ledger, lambda: store.claim_side_effect(key, "email", claim=claim)):
+        recorded = through_outage(ledger, lambda: store.side_effect(key))
         status, detail = recorded if recorded else ("unknown", {})
         if status == "done":
             log.info("Email already sent by an earlier try (%s); not sending again", detail.get("message_id"))
@@ -208,7 +214,8 @@ def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
             )
             extra = {"gmail_id": gmail_id, "reconciled": True}
     else:
-        store.note_side_effect(key, {"transport": transport, "message_id": msg["Message-ID"]})  # record before
+        noted = {"transport": transport, "message_id": msg["Message-ID"]}
+        through_outage(ledger, lambda: store.note_side_effect(key, noted))  # record before
     sender = {
         "outbox": lambda: _send_outbox(msg, context),
         "smtp": lambda: _send_smtp(msg, config),
@@ -220,7 +227,7 @@ def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
         except Exception as exc:
             if transport == "gmail" and outcome_unknown(exc):
                 raise  # maybe sent: the record stays "started"; the retry reconciles with the mailbox
-            store.release_side_effect(key)  # nothing went out: a retry may send
+            through_outage(ledger, lambda: store.release_side_effect(key))  # nothing went out: a retry may send
             raise
     detail = {
         "transport": transport,
@@ -231,5 +238,5 @@ def run(config: dict[str, Any], context: Any) -> dict[str, Any]:
         "headers": {name: str(value) for name, value in msg.items() if name.lower() != "bcc"},
         **extra,
     }
-    store.finish_side_effect(key, detail)
+    through_outage(ledger, lambda: store.finish_side_effect(key, detail))
     return {**detail, "sent": True}

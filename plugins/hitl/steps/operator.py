@@ -18,6 +18,8 @@ class StepOperator(BaseOperator):
     read from the decision store (the approved, possibly edited version), never from the gate's
     XCom; ``gates`` lists the gates this step comes right after, each of which must have a
     recorded approval for the output it reviewed, or the step fails without acting (hitl.guard).
+    ``binds``: per gate, the ungated steps this step reads whose outputs that gate's request recorded; each must
+    be unchanged when this step runs (what the reviewer saw is what it acts on).
     ``review_gate``: the gate that reviews this step's own output; its config is rendered with
     ``review`` (the feedback of earlier rounds, ``hitl.rounds``), so a draft sent back is redone with it.
     """
@@ -31,6 +33,7 @@ class StepOperator(BaseOperator):
         config: dict[str, Any],
         sources: dict[str, str] | None = None,
         gates: list[str] | None = None,
+        binds: dict[str, list[str]] | None = None,
         review_gate: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -40,14 +43,16 @@ class StepOperator(BaseOperator):
         self.config = config
         self.sources = dict(sources or {})
         self.gates = list(gates or [])
+        self.binds = {gate: list(steps) for gate, steps in (binds or {}).items()}
 
     def execute(self, context: Any) -> Any:
         from hitl.steps import step_module
+        from hitl.upstream import output_of
 
         ti = context["ti"]
-        approved = self._approved_outputs(ti)
+        approved = self._approved_outputs(context)
         steps = {
-            step_id: {"output": approved[task_id] if task_id in approved else ti.xcom_pull(task_ids=task_id)}
+            step_id: {"output": approved[task_id] if task_id in approved else output_of(context, task_id)}
             for step_id, task_id in self.sources.items()
         }
         review = self._review(ti)
@@ -66,12 +71,14 @@ class StepOperator(BaseOperator):
         map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else -1
         return review_of(ti.dag_id, ti.run_id, self.review_gate, map_index)
 
-    def _approved_outputs(self, ti: Any) -> dict[str, Any]:
+    def _approved_outputs(self, context: Any) -> dict[str, Any]:
         """Gate task id -> approved output, for every gate this step comes after or reads from."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from hitl.guard import GateNotApproved, check_approval
+        from hitl.upstream import output_of
 
+        ti = context["ti"]
         gate_ids = sorted({*self.gates, *(t for t in self.sources.values() if t.endswith(GATE_SUFFIX))})
         map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else -1
         approved = {}
@@ -83,8 +90,10 @@ class StepOperator(BaseOperator):
                     run_id=ti.run_id,
                     gate_task_id=gate_id,
                     map_index=map_index,
-                    step_output=ti.xcom_pull(task_ids=step_id),
+                    step_output=output_of(context, step_id),
                     acting_task=ti.task_id,
+                    binds=self.binds.get(gate_id, []),
+                    output_now=lambda step: output_of(context, step),
                 )
             except GateNotApproved as exc:
                 raise AirflowFailException(str(exc)) from None

@@ -65,6 +65,8 @@ class GateRequest:
     try_number: int = 1
     triggered_by: str | None = None
     verdict: Verdict | None = None  # the gate policy's, recorded with the request (hitl.policy)
+    # outputs of ungated steps the steps after the gate read (step id -> output), bound to the approval (hitl.guard)
+    bound: dict[str, Any] | None = None
 
     def columns(self) -> dict[str, Any]:
         """Column values for ``hitl_approval_request`` (JSON fields as canonical JSON text)."""

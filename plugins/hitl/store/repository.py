@@ -42,6 +42,7 @@ from hitl.store.schema import (
     approval_request,
     approval_vote,
     audit_event,
+    bound_input,
     comment,
     policy_verdict,
     request_approver,
@@ -97,7 +98,13 @@ class Store:
                 self._current_query(gate.dag_id, gate.run_id, gate.gate_task_id, gate.map_index)
             ).first()
             asks_again = latest is not None and latest.status in (TIMED_OUT, CHANGES_REQUESTED)
-            if latest is not None and latest.output_hash == digest and not asks_again:
+            bound_hash = content_hash(gate.bound) if gate.bound else None
+            if (
+                latest is not None
+                and latest.output_hash == digest
+                and not asks_again
+                and self._bound_hash(conn, latest.id) == bound_hash
+            ):
                 return ApprovalRequest.from_row(latest), False
             revision, previous = 1, None
             if latest is not None and latest.status == CHANGES_REQUESTED:
@@ -130,6 +137,12 @@ class Store:
                     **({"revision": revision, "previous_request_id": previous} if previous is not None else {}),
                 },
             )
+            if gate.bound:  # with the request, so no one can approve it before what it binds is recorded
+                conn.execute(
+                    insert(bound_input).values(
+                        request_id=new_id, inputs=canonical_json(gate.bound), inputs_hash=bound_hash
+                    )
+                )
             if gate.verdict is not None:
                 self._record_verdict(conn, new_id, gate, revision, now)
             if latest is not None and latest.status == PENDING:
@@ -142,6 +155,16 @@ class Store:
                 self.notify_decided(conn, latest.id)
             row = conn.execute(select(approval_request).where(approval_request.c.id == new_id)).one()
         return ApprovalRequest.from_row(row), True
+
+    @staticmethod
+    def _bound_hash(conn: Connection, request_id: int) -> str | None:
+        return conn.execute(select(bound_input.c.inputs_hash).where(bound_input.c.request_id == request_id)).scalar()
+
+    def bound_inputs(self, request_id: int) -> dict[str, Any] | None:
+        """The ungated steps' outputs recorded with a request (step id -> output), or None when it binds none."""
+        with self.engine.connect() as conn:
+            raw = conn.execute(select(bound_input.c.inputs).where(bound_input.c.request_id == request_id)).scalar()
+        return None if raw is None else dict(json.loads(raw))
 
     def _record_verdict(
         self, conn: Connection, request_id: int, gate: GateRequest, revision: int, now: datetime
@@ -566,15 +589,24 @@ class Store:
         return at, float(json.loads(row.detail or "{}").get("interval", 300))
 
     # -- at-most-once side effects ----------------------------------------------------
-    def claim_side_effect(self, key: str, kind: str) -> bool:
-        """True for the first caller only: what it guards (sending an email) happens at most once."""
+    def claim_side_effect(self, key: str, kind: str, *, claim: str | None = None) -> bool:
+        """True for the first caller only: what it guards (sending an email) happens at most once.
+
+        ``claim``: the caller's own token, for a caller that repeats the claim after an outage (the first
+        try's commit may have reached the store while its answer did not): a claim already recorded
+        with the same token, still started, is the caller's own, True again.
+        """
+        detail = canonical_json({"claim": claim}) if claim else "{}"
         try:
             with self.writing() as conn:
                 conn.execute(
-                    insert(side_effect).values(key=key, kind=kind, status="started", created_at=utcnow(), detail="{}")
+                    insert(side_effect).values(key=key, kind=kind, status="started", created_at=utcnow(), detail=detail)
                 )
         except IntegrityError:
-            return False
+            if claim is None:
+                return False
+            found = self.side_effect(key)
+            return found is not None and found[0] == "started" and found[1].get("claim") == claim
         return True
 
     def finish_side_effect(self, key: str, detail: dict[str, Any]) -> None:

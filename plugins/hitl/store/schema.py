@@ -146,7 +146,17 @@ policy_verdict = Table(
     Index("ix_hitl_policy_verdict_dag", "dag_id", "request_id"),
 )
 
-# 0009: the auth manager's users as task code may read them (it may not ask the auth manager): each user's email,
+# 0009: what the steps after a gate read besides the approved output (ungated steps' outputs), as recorded
+# with the request the reviewer saw; checked before those steps act (hitl.guard)
+bound_input = Table(
+    "hitl_bound_input",
+    metadata,
+    Column("request_id", Integer, ForeignKey("hitl_approval_request.id"), primary_key=True),
+    Column("inputs", Text, nullable=False),  # JSON: step id -> output
+    Column("inputs_hash", String(64), nullable=False),
+)
+
+# 0010: the auth manager's users as task code may read them (it may not ask the auth manager): each user's email,
 # roles, and which DAGs they may read. Written by processes that may ask (the api-server, `python -m hitl users
 # sync`); read for approver emails, role members and "may this approver read the DAG?" (hitl.store.directory).
 user_directory = Table(

@@ -68,6 +68,8 @@ def review_extras(store: Store, req: ApprovalRequest, rights: Access) -> dict[st
         # after "request changes": the gate's newest request (the next draft), once the step has made it
         "next_request": latest if latest is not None and latest.id > req.id else None,
         "comments": store.comments(req.id),
+        # what the steps after the gate read besides this output, bound to the approval (hitl.guard)
+        "bound_inputs": store.bound_inputs(req.id),
         "can_request_changes": denied is None,
         "revisions_used": req.revisions_used,
         "max_revisions": req.max_revisions,
