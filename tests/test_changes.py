@@ -7,6 +7,7 @@ clearing runs end to end in ``tests/e2e/test_changes_e2e.py``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -527,7 +528,7 @@ def test_gemini_backend_adds_the_feedback_to_its_prompt(monkeypatch: pytest.Monk
 def test_the_step_operator_renders_review_into_its_config(
     store: Store, rerun: type[FakeRerun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The template backend sees ``review.feedback`` like any variable (the example spec uses it)."""
+    """The template backend sees ``review.feedback`` like any variable (a spec may; the example does not)."""
     from hitl.steps.operator import StepOperator
     from hitl.store import _store_for
 
@@ -818,3 +819,30 @@ def test_a_refusal_stays_the_answer_when_its_audit_cannot_be_written(
     monkeypatch.setattr(store, "audit", down)
     with pytest.raises(RerunRefused, match="not reachable"):  # 503 "try again", not a raw database error
         decide(store, first.id, ALICE, "request_changes", comment="shorter")
+
+
+def test_a_later_draft_shows_the_feedback_it_answers_beside_it_and_never_in_it(
+    app: Any, configured: Store, rerun: type[FakeRerun]
+) -> None:
+    """The template backend writes the same draft again: the feedback is a note for the reviewer, not draft text."""
+    from views.client import Browser
+
+    first, _ = configured.record_request(draft(1))
+    alice = Browser(app, "alice")
+    assert 'id="asked"' not in alice.get(f"/request/{first.id}").get_data(as_text=True)  # draft 1 answers nothing
+    decide(configured, first.id, ALICE, "request_changes", comment="Mention the <free> trial")
+    same, created = configured.record_request(draft(1))  # the same content: still round 2
+    assert created and same.revision == 2 and same.output == first.output
+
+    page = alice.get(f"/request/{same.id}").get_data(as_text=True)
+    asked = page[page.index('id="asked"') : page.index("</section>", page.index('id="asked"'))]
+    assert "What was asked" in asked and "Mention the &lt;free&gt; trial" in asked and "alice" in asked
+    assert 'id="asked-same"' in asked  # it says the step made the same draft
+    assert page.index('id="asked"') < page.index('id="output"')  # beside the draft, above it
+    assert "free" not in json.dumps(same.output)
+
+    decide(configured, same.id, ALICE, "request_changes", comment="Shorter too")
+    third, _ = configured.record_request(draft(3))
+    latest = render_partial(app, "hitl/_review_asked.html", configured, third.id, ALICE)
+    assert "Shorter too" in latest and "Mention the" not in latest  # the latest round's feedback only
+    assert 'id="asked-same"' not in latest  # this draft differs from the one before
