@@ -35,6 +35,7 @@ EXIT_REFUSED, EXIT_USAGE, EXIT_STORE_DOWN, EXIT_INTERNAL = 1, 2, 3, 4
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from hitl.spec.connections import check_llm_steps
     from hitl.spec.loader import load_specs, spec_files
 
     paths = [Path(p) for p in args.paths] or [default_specs_folder()]
@@ -45,9 +46,13 @@ def _validate(args: argparse.Namespace) -> int:
     loaded = load_specs([p for p in paths if p.exists()])
     bad = 0
     for item in loaded:
-        if item.errors:
+        # what only validate checks (the llm steps' model and environment connection): hitl.spec.connections
+        errors, warnings = check_llm_steps(item) if item.ok else ([], [])
+        for warning in warnings:
+            print(warning)  # FILE:LINE: key.path: warning: ...
+        if item.errors or errors:
             bad += 1
-            for error in item.errors:
+            for error in sorted([*item.errors, *errors], key=lambda e: e.line):
                 print(error)
         elif not args.quiet:
             print(f"{item.path}: ok ({item.spec.id if item.spec else '?'}, {len(item.steps)} steps)")

@@ -149,6 +149,16 @@ class LoadedSpec:
     errors: list[SpecError] = field(default_factory=list)
     start_date: datetime | None = None  # spec.start_date parsed as the factory does; None when not given
     id_line: int = field(default=1, repr=False)  # where the workflow id is, for errors found across files
+    # the lines of this file's key paths, for checks made after loading (hitl.spec.connections)
+    lines: dict[KeyPath, int] = field(default_factory=dict, repr=False)
+
+    def line(self, path: KeyPath) -> int:
+        """The line of ``path`` in this file, or of its nearest ancestor the file has (1 when unknown)."""
+        for end in range(len(path), -1, -1):
+            found = self.lines.get(path[:end])
+            if found is not None:
+                return found
+        return 1
 
     @property
     def ok(self) -> bool:
@@ -383,6 +393,7 @@ def _load(path: Path, result: LoadedSpec) -> None:
 
     spec = check.model(WorkflowSpec, data, ())
     result.id_line = parsed.line(("id",))
+    result.lines = parsed.lines
     if isinstance(data.get("id"), str):
         _check_reserved_id(check, data["id"])
     start = None
