@@ -43,7 +43,11 @@ def _validate(args: argparse.Namespace) -> int:
     for p in missing:
         print(f"{p}: no such file or folder", file=sys.stderr)
     files = spec_files([p for p in paths if p.exists()])
-    loaded = load_specs([p for p in paths if p.exists()])
+    dags = _dags_folder(args)
+    if getattr(args, "dags_folder", None) and (dags is None or not dags.is_dir()):
+        print(f"{args.dags_folder}: no such folder (--dags-folder)", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = load_specs([p for p in paths if p.exists()], dags_folder=dags)
     bad = 0
     for item in loaded:
         # what only validate checks (the llm steps' model and environment connection): hitl.spec.connections
@@ -58,6 +62,17 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{item.path}: ok ({item.spec.id if item.spec else '?'}, {len(item.steps)} steps)")
     print(f"{len(files)} spec(s) checked, {bad} invalid", file=sys.stderr)
     return 1 if bad or missing or not files else 0
+
+
+def _dags_folder(args: argparse.Namespace) -> Path | None:
+    """Where ``validate`` looks for hand-written DAGs: ``--dags-folder``, else ``[core] dags_folder`` (Airflow's
+    default, ``$AIRFLOW_HOME/dags``) when that folder exists here; else nothing is looked at."""
+    from hitl.config import airflow_home, conf_get
+
+    if getattr(args, "dags_folder", None):
+        return Path(args.dags_folder)
+    folder = Path(conf_get("core", "dags_folder", "") or airflow_home() / "dags").expanduser()
+    return folder if folder.is_dir() else None
 
 
 def default_specs_folder() -> Path:
@@ -275,7 +290,7 @@ def _limit(text: str) -> int:
 
 _EPILOG = """\
 every command (each has --help):
-  validate [PATH ...]                      check specs (default: [hitl] specs_folder)
+  validate [PATH ...] [--dags-folder D]    check specs (default: [hitl] specs_folder)
   db upgrade                               migrate the decision store
   approvals list [--status S] [--json]     list requests
   approvals show ID                        one request as JSON
@@ -314,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="*", help="spec files or folders (default: [hitl] specs_folder, else workflow_specs/)"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument(
+        "--dags-folder",
+        help="refuse workflow ids that hand-written DAG files here define (default: [core] dags_folder if it exists)",
+    )
     p.set_defaults(func=_validate)
 
     db = sub.add_parser("db", help="the decision store's schema").add_subparsers(dest="db_command", required=True)
