@@ -344,6 +344,13 @@ class StepRerun:
             except Exception as exc:
                 if not lock_conflict(exc):
                     raise
+                log.info(
+                    "request %s: Airflow's database refused a lock (%s, try %d of %d); looking again",
+                    self.req.id,
+                    type(exc).__name__,
+                    attempt,
+                    PLAN_TRIES,
+                )
                 self._session.rollback()
                 if attempt == PLAN_TRIES:
                     raise self._refused(exc) from exc
