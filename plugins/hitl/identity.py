@@ -51,32 +51,16 @@ def _uses_fab() -> bool:
     return "fab" in conf_get("core", "auth_manager", "").lower()
 
 
-def ascii_email(value: str | None) -> str | None:
-    """``value`` stripped and lower-cased when it is plain ASCII, else None: how addresses are compared.
-
-    Only ASCII letters are folded. Unicode case folding maps other characters onto ASCII ones (KELVIN SIGN
-    ``\u212a`` lower-cases to ``k``, so ``\u212aate@...`` would be ``kate@...``): an address from Slack,
-    or one stored for a user, that is not ASCII matches nobody rather than somebody else."""
-    text = (value or "").strip()
-    if not text or not text.isascii():
-        return None
-    return text.lower()
-
-
 def fab_user_filter(user_model: Any, *, username: str | None = None, email: str | None = None) -> Any:
-    """The WHERE clause for one FAB user: the exact name, or the email ignoring ASCII case (``ascii_email``).
+    """The WHERE clause for one FAB user: the exact name, or the exact email ignoring case.
 
     Never LIKE/ILIKE: ``_`` and ``%`` in an address from Slack would be wildcards (``a_ice@...``
-    would find ``alice@...``). The database's ``lower`` may fold more than ASCII, so ``_fab_reviewer``
-    checks each row it finds again with ``ascii_email``; an address that is not ASCII matches no row here."""
-    from sqlalchemy import false, func
+    would find ``alice@...``)."""
+    from sqlalchemy import func
 
     if username:
         return user_model.username == username
-    wanted = ascii_email(email)
-    if wanted is None:
-        return false()
-    return func.lower(user_model.email) == wanted
+    return func.lower(user_model.email) == (email or "").strip().lower()
 
 
 def _fab_reviewer(*, username: str | None = None, email: str | None = None) -> Reviewer | None:
@@ -88,9 +72,7 @@ def _fab_reviewer(*, username: str | None = None, email: str | None = None) -> R
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            users = session.query(User).filter(fab_user_filter(User, username=username, email=email)).limit(10).all()
-            if not username:  # the database's lower() may have folded a stored non-ASCII address onto this one
-                users = [u for u in users if ascii_email(u.email) == ascii_email(email)]
+            users = session.query(User).filter(fab_user_filter(User, username=username, email=email)).limit(2).all()
             if len(users) != 1:  # none, or two accounts whose emails differ only in case: nobody
                 return None
             user = users[0]
@@ -116,16 +98,16 @@ def lookup_reviewer(name: str) -> Reviewer:
 
 
 def reviewer_by_email(email: str) -> Reviewer | None:
-    """The Airflow user with exactly this email, ignoring ASCII case only (how Slack users are mapped): FAB's
-    users, else ``user_emails``. A non-ASCII address matches nobody (``ascii_email``)."""
-    wanted = ascii_email(email)
-    if wanted is None:
+    """The Airflow user with exactly this email, ignoring case (how Slack users are mapped): FAB's users,
+    else ``user_emails``."""
+    wanted = (email or "").strip().lower()
+    if not wanted:
         return None
     if _uses_fab():
         fab = _fab_reviewer(email=wanted)
         if fab is not None:
             return fab
-    matches = [name for name, known in user_directory().items() if ascii_email(known) == wanted]
+    matches = [name for name, known in user_directory().items() if known.lower() == wanted]
     return lookup_reviewer(matches[0]) if len(matches) == 1 else None
 
 
