@@ -1,6 +1,6 @@
 """Request changes and comments on the review page: two form routes, and what their partial templates show.
 
-``hitl/_review_asked.html`` (the note beside a later draft: the feedback it answers),
+``hitl/_review_asked.html`` (the note beside a later draft: the feedback it answers, from ``hx.rounds``),
 ``hitl/_review_changes.html`` (the request-changes form and the rounds history, each draft diffed
 against the one before) and ``hitl/_review_comments.html`` (the thread and its form) are included by
 ``review.html``; their data is ``review_extras`` (``hx``), computed once by the review page.
@@ -57,17 +57,6 @@ def rounds_history(store: Store, req: ApprovalRequest) -> list[dict[str, Any]]:
     return history
 
 
-def asked_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What this draft was asked to change: the feedback of the round just before it, for the page's note.
-
-    Shown beside the draft, never put into it: a step that cannot rewrite (the offline ``template``
-    backend) makes the same draft again, and the reviewer edits it with the feedback in view."""
-    if len(history) < 2 or history[-2]["feedback"] is None:
-        return None
-    before = history[-2]
-    return {"feedback": before["feedback"], "by": before["by"], "at": before["at"], "revision": before["revision"]}
-
-
 def review_extras(store: Store, req: ApprovalRequest, reviewer: Reviewer) -> dict[str, Any]:
     """What the two partials show for ``req``: the rounds, the comment thread, and whether changes may be requested.
 
@@ -75,10 +64,8 @@ def review_extras(store: Store, req: ApprovalRequest, reviewer: Reviewer) -> dic
     can_decide = req.status == PENDING and may_decide(reviewer, req.approvers)
     self_blocked = not req.allow_self_approval and req.triggered_by == reviewer.name
     latest = store.current_for_gate(req.dag_id, req.run_id, req.gate_task_id, req.map_index)
-    rounds = rounds_history(store, req)
     return {
-        "rounds": rounds,
-        "asked": asked_of(rounds),
+        "rounds": rounds_history(store, req),
         # after "request changes": the gate's newest request (the next draft), once the step has made it
         "next_request": latest if latest is not None and latest.id > req.id else None,
         "comments": store.comments(req.id),
