@@ -290,7 +290,7 @@ def _limit(text: str) -> int:
 
 _EPILOG = """\
 every command (each has --help):
-  validate [PATH ...] [--dags-folder D]    check specs (default: [hitl] specs_folder)
+  validate [PATH ...]                      check specs (default: [hitl] specs_folder)
   db upgrade                               migrate the decision store
   approvals list [--status S] [--json]     list requests
   approvals show ID                        one request as JSON
