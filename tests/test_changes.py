@@ -7,6 +7,7 @@ clearing runs end to end in ``tests/e2e/test_changes_e2e.py``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -527,7 +528,7 @@ def test_gemini_backend_adds_the_feedback_to_its_prompt(monkeypatch: pytest.Monk
 def test_the_step_operator_renders_review_into_its_config(
     store: Store, rerun: type[FakeRerun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The template backend sees ``review.feedback`` like any variable (the example spec uses it)."""
+    """The template backend sees ``review.feedback`` like any variable (a spec may; the example does not)."""
     from hitl.steps.operator import StepOperator
     from hitl.store import _store_for
 
@@ -818,3 +819,188 @@ def test_a_refusal_stays_the_answer_when_its_audit_cannot_be_written(
     monkeypatch.setattr(store, "audit", down)
     with pytest.raises(RerunRefused, match="not reachable"):  # 503 "try again", not a raw database error
         decide(store, first.id, ALICE, "request_changes", comment="shorter")
+
+
+def test_a_later_draft_shows_the_feedback_it_answers_beside_it_and_never_in_it(
+    app: Any, configured: Store, rerun: type[FakeRerun]
+) -> None:
+    """The template backend writes the same draft again: the feedback is a note for the reviewer, not draft text."""
+    from views.client import Browser
+
+    first, _ = configured.record_request(draft(1))
+    alice = Browser(app, "alice")
+    assert 'id="asked"' not in alice.get(f"/request/{first.id}").get_data(as_text=True)  # draft 1 answers nothing
+    decide(configured, first.id, ALICE, "request_changes", comment="Mention the <free> trial")
+    same, created = configured.record_request(draft(1))  # the same content: still round 2
+    assert created and same.revision == 2 and same.output == first.output
+
+    page = alice.get(f"/request/{same.id}").get_data(as_text=True)
+    asked = page[page.index('id="asked"') : page.index("</section>", page.index('id="asked"'))]
+    assert "What was asked" in asked and "Mention the &lt;free&gt; trial" in asked and "alice" in asked
+    assert 'id="asked-same"' in asked  # it says the step made the same draft
+    assert page.index('id="asked"') < page.index('id="output"')  # beside the draft, above it
+    assert "free" not in json.dumps(same.output)
+
+    decide(configured, same.id, ALICE, "request_changes", comment="Shorter too")
+    third, _ = configured.record_request(draft(3))
+    latest = render_partial(app, "hitl/_review_asked.html", configured, third.id, ALICE)
+    assert "Shorter too" in latest and "Mention the" not in latest  # the latest round's feedback only
+    assert 'id="asked-same"' not in latest  # this draft differs from the one before
+
+
+def test_a_change_request_that_deadlocks_with_a_simultaneous_one_is_already_decided(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real deadlock on PostgreSQL, Airflow's tables and the real ``StepRerun``: the winner (another process
+    requesting changes on the same gate) holds a task instance row and then wants one this request's look for the
+    rows to clear holds; PostgreSQL aborts this one (its shorter ``deadlock_timeout``). It looks again, waits for
+    the winner, and answers "already decided", not 503 "try again"; it clears nothing itself."""
+    import contextlib
+    import logging
+    import threading
+    import time as clock
+
+    from airflow.models import import_all_models
+    from airflow.models.base import Base
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    from hitl.decisions import AlreadyDecided
+    from hitl.store.engine import sync_url
+
+    store = Store(pg_url)
+    store.upgrade()
+    req, _ = store.record_request(draft(1))
+    import_all_models()
+    airflow_db = sync_url(pg_url)  # psycopg2, as Airflow connects
+    setup = create_engine(airflow_db)
+    Base.metadata.create_all(setup)
+    tasks = ["research", "draft_email", GATE, "send_email", "report"]
+    monkeypatch.setattr("airflow.models.dagbag.DBDagBag.get_dag_for_run", lambda self, dag_run, session: _Dag(tasks))
+    with Session(setup) as session:
+        _add_run(session, mapped=False, parked_on=req.id)
+        session.commit()
+    # this request's session gives up on a lock cycle first; the winner's waits far longer
+    loser = create_engine(airflow_db, connect_args={"options": "-c deadlock_timeout=200ms"})
+    winner_engine = create_engine(airflow_db, connect_args={"options": "-c deadlock_timeout=60s"})
+
+    @contextlib.contextmanager
+    def create_session(*args: Any, **kwargs: Any) -> Any:
+        with Session(loser) as session:
+            yield session
+
+    monkeypatch.setattr("airflow.utils.session.create_session", create_session)
+    holding, failed = threading.Event(), []
+
+    def lock_waiters() -> int:
+        with setup.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                ).scalar_one()
+            )
+
+    def winner() -> None:
+        try:
+            with winner_engine.connect() as conn:
+                airflow_side = conn.begin()
+                conn.execute(text("SELECT id FROM task_instance WHERE task_id = 'send_email' FOR UPDATE"))
+                holding.set()
+                deadline = clock.monotonic() + 30
+                while lock_waiters() == 0:  # this request's look has locked draft_email and waits on send_email
+                    assert clock.monotonic() < deadline, "the change request never waited on the winner's row"
+                    clock.sleep(0.02)
+                conn.execute(text("SELECT id FROM task_instance WHERE task_id = 'draft_email' FOR UPDATE"))  # cycle
+                conn.execute(text("UPDATE task_instance SET state = 'skipped' WHERE task_id = :g"), {"g": GATE})
+                with store.writing() as store_side:  # as decide() does: Airflow commits inside the store's txn
+                    store.lock_status(store_side, req.id)
+                    store.close_request(
+                        store_side, req.id, status=CHANGES_REQUESTED, user="alice", comment="first", edited_output=None
+                    )
+                    airflow_side.commit()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failed.append(exc)
+            holding.set()
+
+    class Heard(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    said, heard = logging.getLogger("hitl.gate_end"), Heard()
+    said.addHandler(heard)
+    monkeypatch.setattr(said, "level", logging.INFO)
+    thread = threading.Thread(target=winner)
+    thread.start()
+    try:
+        assert holding.wait(30) and not failed, failed
+        with pytest.raises(AlreadyDecided) as refused:
+            decide(store, req.id, ALICE, "request_changes", comment="second")
+    finally:
+        thread.join(60)
+        said.removeHandler(heard)
+    assert not failed, failed
+    assert "changes already requested by alice" in str(refused.value)
+    assert any("refused a lock (OperationalError, try 1 of" in r.getMessage() for r in heard.records)  # deadlocked
+    final = store.get(req.id)
+    assert final is not None and final.status == CHANGES_REQUESTED and final.comment == "first"
+    assert [e.event for e in store.history(req.id)].count("changes_requested") == 0  # the winner wrote no audit here
+    with setup.connect() as conn:
+        states = dict(conn.execute(text("SELECT task_id, state FROM task_instance")).all())  # type: ignore[arg-type]
+    assert states["draft_email"] == "success" and states[GATE] == "skipped"  # the loser cleared nothing
+    for engine in (loser, winner_engine, setup):
+        engine.dispose()
+    store.engine.dispose()
+
+
+def test_a_clearing_refused_a_lock_after_another_decision_is_already_decided(
+    store: Store, rerun: type[FakeRerun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``clear()`` refused a lock (RerunConflict) because a simultaneous change request won: "already decided"."""
+    from hitl.gate_end import RerunConflict
+
+    req, _ = store.record_request(draft(1))
+
+    def clear_after_the_winner(self: FakeRerun) -> list[str]:
+        with store.writing() as conn:  # the winner's decision, committed while this one cleared
+            store.lock_status(conn, req.id)
+            store.close_request(
+                conn, req.id, status=CHANGES_REQUESTED, user="alice", comment="first", edited_output=None
+            )
+        raise RerunConflict("cannot re-run step draft_email: Airflow's database did not take the clearing")
+
+    own_clear = FakeRerun.clear
+    monkeypatch.setattr(FakeRerun, "clear", clear_after_the_winner)
+    with pytest.raises(AlreadyDecided, match="changes already requested by alice"):
+        decide(store, req.id, ALICE, "request_changes", comment="second")
+    assert rerun.calls == [(req.id, "rolled back")]
+    rerun.clear_fails = True  # a refused clearing with nobody else deciding is still "try again"
+    monkeypatch.setattr(FakeRerun, "clear", own_clear)
+    fresh, _ = store.record_request(draft(1, run_id="r2"))
+    with pytest.raises(RerunRefused, match="did not take the clearing"):
+        decide(store, fresh.id, ALICE, "request_changes", comment="second")
+
+
+def test_lock_conflicts_are_told_from_other_database_errors() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from hitl.gate_end import lock_conflict
+
+    class PgError(Exception):
+        def __init__(self, code: str) -> None:
+            super().__init__("deadlock detected" if code == "40P01" else "server closed the connection")
+            self.pgcode = code
+
+    assert lock_conflict(OperationalError("SELECT", {}, PgError("40P01")))
+    assert lock_conflict(OperationalError("SELECT", {}, Exception("database is locked")))
+    outer = RuntimeError("wrapped")
+    outer.__cause__ = OperationalError("SELECT", {}, PgError("40001"))
+    assert lock_conflict(outer)  # found through the cause
+    assert not lock_conflict(OperationalError("SELECT", {}, PgError("08006")))
+    assert not lock_conflict(ValueError("deadlock"))

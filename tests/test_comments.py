@@ -239,3 +239,72 @@ def test_review_page_comment_form_needs_csrf_and_shows_the_thread_escaped(app: A
     )
     assert "&lt;script&gt;x&lt;/script&gt; @bob" in page and "<script>x</script>" not in page
     assert 'id="comment-1"' in page and 'name="csrf_token"' in page and "mentions bob" in page
+
+
+def _mid_window(monkeypatch: pytest.MonkeyPatch, windows_later: int = 0) -> None:
+    """Pin hitl.notify's clock to the middle of a mention window, so no test straddles a window's edge."""
+    from datetime import UTC, datetime
+
+    import hitl.notify
+
+    every = hitl.notify.MENTION_EVERY
+    start = (int(datetime(2026, 1, 5, tzinfo=UTC).timestamp()) // every + windows_later) * every
+    monkeypatch.setattr(hitl.notify, "utcnow", lambda: datetime.fromtimestamp(start + every // 2, UTC))
+
+
+def test_one_authors_mentions_across_requests_are_budgeted(
+    configured: Store, smtp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty comments on twenty requests mentioning six people each: MENTION_BUDGET emails, not 120."""
+    import hitl.notify
+
+    names = [f"user{i}" for i in range(6)]
+    monkeypatch.setenv("AIRFLOW__HITL__USER_EMAILS", ",".join(f"{n}:{n}@example.com" for n in names))
+    _mid_window(monkeypatch)
+    budget = hitl.notify.MENTION_BUDGET
+    requests = [configured.record_request(gate(run_id=f"manual__{i}"))[0] for i in range(20)]
+    for req in requests:
+        add_comment(configured, req.id, VIC, "please look " + " ".join(f"@{n}" for n in names))
+    assert len(smtp_server.messages) == budget  # not 20 x 6
+    assert all(c.mentions == names for req in requests for c in configured.comments(req.id))  # all recorded
+    held = [e for req in requests for e in configured.history(req.id) if e.event == "mention_throttled"]
+    assert sum(len(e.detail["users"]) for e in held) == 20 * 6 - budget
+    assert all(e.detail["budget"] == budget and e.actor == "vic" for e in held)
+
+    add_comment(configured, requests[0].id, ALICE, "@user0 from another author")  # her own budget
+    assert len(smtp_server.messages) == budget + 1
+    _mid_window(monkeypatch, windows_later=1)  # the next window: vic may tell people again
+    add_comment(configured, requests[1].id, VIC, "@user1 ten minutes on")
+    assert len(smtp_server.messages) == budget + 2
+
+
+def test_the_budget_holds_under_concurrent_comments(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every slot is claimed once: threads telling people at the same time never go past the budget."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import hitl.notify
+    from hitl.store import Comment
+
+    _mid_window(monkeypatch)
+    req, _ = store.record_request(gate())
+    comment = Comment(1, req.id, "vic", "@everyone", ["x"], store.get(req.id).created_at)  # type: ignore[union-attr]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        allowed = list(pool.map(lambda i: hitl.notify._budget_allows(store, comment, f"user{i}"), range(40)))
+    assert allowed.count(True) == hitl.notify.MENTION_BUDGET
+    assert store.count_side_effects("mention-budget:") == hitl.notify.MENTION_BUDGET
+    assert store.count_side_effects("mention-budget_") == 0  # the prefix is matched as written, '_' is no wildcard
+
+
+def test_a_decided_request_gets_no_mention_emails(
+    configured: Store, smtp_server: Any, fake_slack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hitl.decisions import decide
+
+    _mid_window(monkeypatch)
+    req, _ = configured.record_request(gate(notify={"email": True, "slack": {"connId": "slack_hook"}}))
+    decide(configured, req.id, ALICE, "approve")
+    comment = add_comment(configured, req.id, VIC, "@bob why was this sent?")
+    assert comment.mentions == ["bob"]  # recorded on the thread
+    assert smtp_server.messages == []  # mention emails are for pending requests only
+    [posted] = [body for path, body in fake_slack.calls if path.startswith("/services/")]
+    assert posted["text"].startswith("bob: vic mentioned you")  # the workflow's channel still hears of it

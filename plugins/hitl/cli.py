@@ -37,6 +37,7 @@ EXIT_REFUSED, EXIT_USAGE, EXIT_STORE_DOWN, EXIT_INTERNAL = 1, 2, 3, 4
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from hitl.spec.connections import check_llm_steps
     from hitl.spec.loader import load_specs, spec_files
 
     paths = [Path(p) for p in args.paths] or [default_specs_folder()]
@@ -44,17 +45,36 @@ def _validate(args: argparse.Namespace) -> int:
     for p in missing:
         print(f"{p}: no such file or folder", file=sys.stderr)
     files = spec_files([p for p in paths if p.exists()])
-    loaded = load_specs([p for p in paths if p.exists()])
+    dags = _dags_folder(args)
+    if getattr(args, "dags_folder", None) and (dags is None or not dags.is_dir()):
+        print(f"{args.dags_folder}: no such folder (--dags-folder)", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = load_specs([p for p in paths if p.exists()], dags_folder=dags)
     bad = 0
     for item in loaded:
-        if item.errors:
+        # what only validate checks (the llm steps' model and environment connection): hitl.spec.connections
+        errors, warnings = check_llm_steps(item) if item.ok else ([], [])
+        for warning in warnings:
+            print(warning)  # FILE:LINE: key.path: warning: ...
+        if item.errors or errors:
             bad += 1
-            for error in item.errors:
+            for error in sorted([*item.errors, *errors], key=lambda e: e.line):
                 print(error)
         elif not args.quiet:
             print(f"{item.path}: ok ({item.spec.id if item.spec else '?'}, {len(item.steps)} steps)")
     print(f"{len(files)} spec(s) checked, {bad} invalid", file=sys.stderr)
     return 1 if bad or missing or not files else 0
+
+
+def _dags_folder(args: argparse.Namespace) -> Path | None:
+    """Where ``validate`` looks for hand-written DAGs: ``--dags-folder``, else ``[core] dags_folder`` (Airflow's
+    default, ``$AIRFLOW_HOME/dags``) when that folder exists here; else nothing is looked at."""
+    from hitl.config import airflow_home, conf_get
+
+    if getattr(args, "dags_folder", None):
+        return Path(args.dags_folder)
+    folder = Path(conf_get("core", "dags_folder", "") or airflow_home() / "dags").expanduser()
+    return folder if folder.is_dir() else None
 
 
 def default_specs_folder() -> Path:
@@ -388,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="*", help="spec files or folders (default: [hitl] specs_folder, else workflow_specs/)"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument(
+        "--dags-folder",
+        help="refuse workflow ids that hand-written DAG files here define (default: [core] dags_folder if it exists)",
+    )
     p.set_defaults(func=_validate)
 
     db = sub.add_parser("db", help="the decision store's schema").add_subparsers(dest="db_command", required=True)

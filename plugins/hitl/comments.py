@@ -6,7 +6,9 @@ Anyone who may read a request may comment (the review page, the JSON API, the CL
 line in the workflow's Slack channel per comment naming everyone it mentions
 (``hitl.notify.notify_mention``). Any reader may comment, so mentions are bounded against
 amplification: one author notifies one user about one request at most once per
-``hitl.notify.MENTION_EVERY`` seconds (later mentions are recorded on the comment, not sent). A name
+``hitl.notify.MENTION_EVERY`` seconds, and one author tells at most ``hitl.notify.MENTION_BUDGET`` people per
+such window across every request (later mentions are recorded on the comment, not sent); mention emails go out
+for pending requests only. A name
 that is not a known user is left as text and told back to the author (``PostedComment.unknown_mentions``:
 the page's message, the API's answer, the CLI's line), so a misspelt ``@name`` is not silently nobody.
 Bounded: ``MAX_COMMENT`` characters, ``MAX_MENTIONS``

@@ -256,6 +256,14 @@ def decide(
     return Outcome(current, True, f"request {req.id} {current.status} by {reviewer.name}; {how}", ended)
 
 
+def _decided_meanwhile(store: Store, request_id: int) -> ApprovalRequest | None:
+    """The request, if another decision closed it; read under its row lock, so a decision still committing
+    (the one that won a deadlock in Airflow's database a moment ago) is waited for, not missed."""
+    with store.writing() as conn:
+        status = store.lock_status(conn, request_id)
+    return store.get(request_id) if status is not None and status != PENDING else None
+
+
 def _request_changes(
     store: Store,
     req: ApprovalRequest,
@@ -276,13 +284,14 @@ def _request_changes(
     """
     try:
         rerun = StepRerun(req).__enter__()
-    except GateNotWaiting as exc:
-        # A simultaneous change request may have cleared the gate a moment ago: that is "already decided".
-        current = store.get(req.id)
-        if current is not None and current.status != PENDING:
-            raise refuse(AlreadyDecided(already_decided_message(current))) from None
-        raise refuse(RerunRefused(str(exc)) if exc.transient else GateGone(str(exc))) from None
     except RerunUnavailable as exc:
+        # A simultaneous change request may have cleared the gate a moment ago, or deadlocked with this one in
+        # Airflow's database (RerunConflict): if it decided, that is "already decided", not "try again".
+        current = _decided_meanwhile(store, req.id)
+        if current is not None:
+            raise refuse(AlreadyDecided(already_decided_message(current))) from None
+        if isinstance(exc, GateNotWaiting) and not exc.transient:
+            raise refuse(GateGone(str(exc))) from None
         raise refuse(RerunRefused(str(exc))) from None
     cleared: list[str] = []
     overdue: str | None = None
@@ -325,6 +334,9 @@ def _request_changes(
             if closing is not exc:
                 log.debug("request %s: rolling the clearing back failed too: %s", req.id, closing)
         if isinstance(exc, RerunUnavailable):  # Airflow's commit failed: the store rolled back too
+            current = _decided_meanwhile(store, req.id)  # a simultaneous change request that won the deadlock
+            if current is not None:
+                raise refuse(AlreadyDecided(already_decided_message(current))) from None
             raise refuse(RerunRefused(str(exc))) from None
         if not isinstance(exc, _NotWritten):
             raise

@@ -3,7 +3,9 @@
 A broken spec never hides the good ones (the DAG file never raises), and never vanishes
 silently either: it becomes a DAG named ``hitl_invalid__<file>``, tagged ``invalid-spec``,
 whose description and docs list every error with file, line and key path, and whose one
-task fails with the same text if someone runs it.
+task fails with the same text if someone runs it. A spec whose id a hand-written DAG file in
+the DAGs folder already defines is such a spec (``hitl.spec.dag_ids``): two files with one DAG
+id would make Airflow flip between them.
 """
 
 from __future__ import annotations
@@ -292,7 +294,8 @@ def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> d
         specs = Path(specs_dir)
         if not specs.exists():  # a DAG file copied without specs: the monitor alone, no broken stand-in DAG
             log.warning("hitl: no specs folder at %s ([hitl] specs_folder): only the monitor DAG is built", specs)
-        for loaded in load_specs([specs]) if specs.exists() else []:
+        dags_folder, skip = _dags_folder(dag_file)
+        for loaded in load_specs([specs], dags_folder=dags_folder, skip=skip) if specs.exists() else []:
             try:
                 dag = _build_one(loaded, taken=dags)
             except Exception:  # the last line of defence: one file never hides the others
@@ -305,6 +308,18 @@ def build_dags(specs_dir: Path | str, target: dict[str, Any] | None = None) -> d
     if target is not None:
         target.update(dags)
     return dags
+
+
+def _dags_folder(dag_file: str | None) -> tuple[Path | None, tuple[Path, ...]]:
+    """Where hand-written DAGs may take a spec's id: Airflow's DAGs folder (else the DAG file's own), and the
+    hitl DAG file itself to leave out; nothing for a build without a DAG file (a test, a benchmark)."""
+    if not dag_file:
+        return None, ()
+    from hitl.config import conf_get
+
+    configured = conf_get("core", "dags_folder", "")
+    folder = Path(configured).expanduser() if configured else Path(dag_file).resolve().parent
+    return folder, (Path(dag_file),)
 
 
 def _param(value: Any) -> Any:

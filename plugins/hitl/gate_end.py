@@ -226,6 +226,34 @@ class RerunUnavailable(Exception):
     """The gated step cannot be re-run from this process; ``str()`` says why. Raised before anything is written."""
 
 
+class RerunConflict(RerunUnavailable):
+    """Airflow's database refused a lock the clearing needed (a deadlock or a lock timeout), most often because a
+    simultaneous change request on the same gate holds it: the caller asks the store whether that one decided."""
+
+
+# A refused lock, by code: PostgreSQL deadlock_detected, serialization_failure, lock_not_available; MySQL
+# ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_LOCK_NOWAIT (airflow.utils.sqlalchemy.is_lock_not_available_error's).
+LOCK_CONFLICT_CODES = ("40P01", "40001", "55P03", 1213, 1205, 3572)
+PLAN_TRIES = 3  # looks for the task instances to clear when a lock is refused; each retry waits on the holder
+
+
+def lock_conflict(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error that caused it, is Airflow's database refusing a lock (``LOCK_CONFLICT_CODES``,
+    or SQLite's "database is locked")."""
+    from sqlalchemy.exc import DBAPIError
+
+    for _ in range(10):  # the chain of causes, bounded
+        if exc is None:
+            return False
+        if isinstance(exc, DBAPIError):
+            orig = exc.orig
+            code = getattr(orig, "pgcode", None) or (orig.args[0] if orig is not None and orig.args else None)
+            if code in LOCK_CONFLICT_CODES or "database is locked" in str(orig).lower():
+                return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class GateNotWaiting(RerunUnavailable):
     """The gate is not parked on this request (the run was stopped or cleared, or it waits on a newer request).
 
@@ -304,7 +332,7 @@ class StepRerun:
 
             self._cm = create_session()
             self._session = self._cm.__enter__()
-            self._plan()
+            self._plan_waiting_on_conflicts()
         except RerunUnavailable:
             self._abandon()
             raise
@@ -325,6 +353,30 @@ class StepRerun:
             except Exception:  # already failing; the reason given is the first one
                 pass
             self._cm = None
+
+    def _plan_waiting_on_conflicts(self) -> None:
+        """``_plan``, again after a refused lock: a simultaneous change request that deadlocked with this one holds
+        the rows, and the next look waits for it to commit, then finds the gate no longer parked (GateNotWaiting:
+        "already decided"), where giving up at once would have said "try again"."""
+        for attempt in range(1, PLAN_TRIES + 1):
+            try:
+                self._plan()
+                return
+            except RerunUnavailable:
+                raise
+            except Exception as exc:
+                if not lock_conflict(exc):
+                    raise
+                log.info(
+                    "request %s: Airflow's database refused a lock (%s, try %d of %d); looking again",
+                    self.req.id,
+                    type(exc).__name__,
+                    attempt,
+                    PLAN_TRIES,
+                )
+                self._session.rollback()
+                if attempt == PLAN_TRIES:
+                    raise self._refused(exc) from exc
 
     def _plan(self) -> None:
         from airflow.models.dagbag import DBDagBag
@@ -403,7 +455,7 @@ class StepRerun:
 
     def _refused(self, exc: Exception) -> RerunUnavailable:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        return RerunUnavailable(
+        return (RerunConflict if lock_conflict(exc) else RerunUnavailable)(
             f"cannot re-run step {self.req.step_id}: Airflow's database did not take the clearing "
             f"({type(exc).__name__}: {first}); nothing was decided, try again"
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from hitl.config import conf_get
 from hitl.metrics import metrics
-from hitl.store import ApprovalRequest, Comment, Store, get_store, utcnow
+from hitl.store import PENDING, ApprovalRequest, Comment, Store, get_store, utcnow
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -51,24 +51,35 @@ def notify_mention(
     """Tell the users ``@mentioned`` in ``comment`` (``Reviewer`` values): an email to each one's address, and
     one line in the workflow's Slack channel naming them all, where configured; each once per comment.
 
-    One author notifies one user about one request at most once per ``MENTION_EVERY`` seconds (any reader may
-    comment: a thread of mentions must not become a flood); a user held back is ``"throttled"`` on every channel,
-    audited once per comment as ``mention_throttled``. Returns user -> channel -> outcome.
+    Any reader may comment, so a thread of mentions must not become a flood: one author notifies one user about
+    one request at most once per ``MENTION_EVERY`` seconds, and tells at most ``MENTION_BUDGET`` people in all per
+    ``MENTION_EVERY`` window, across every request (twenty comments on twenty requests are not 120 emails). A user
+    held back is ``"throttled"`` on every channel, audited once per comment as ``mention_throttled`` (with
+    ``budget`` when the author's budget held them). Mention emails go out for pending requests only: a decided
+    request's thread is recorded, and its channel line posted, but nobody's mailbox fills with it.
+    Returns user -> channel -> outcome.
     """
     store = store or get_store()
     slack = req.notify.get("slack") or _global_slack()
-    email = bool(req.notify.get("email", True))
+    email = bool(req.notify.get("email", True)) and req.status == PENDING
     channels = [c for c, on in (("email", email), ("slack", bool(slack))) if on]
     outcomes: dict[str, dict[str, str]] = {}
     told: list[Any] = []
     held: list[str] = []
+    over_budget: list[str] = []
     for person in people:
         if channels and not _mention_allowed(store, req, comment, person.name):
             held.append(person.name)
             outcomes[person.name] = dict.fromkeys(channels, "throttled")
             continue
+        if channels and not _budget_allows(store, comment, person.name):
+            over_budget.append(person.name)
+            outcomes[person.name] = dict.fromkeys(channels, "throttled")
+            continue
         told.append(person)
         outcomes[person.name] = {}
+        if not email and req.notify.get("email", True):
+            outcomes[person.name]["email"] = f"skipped: request {req.id} is {req.status}, not pending"
         if email:
             from hitl.notify.mentions import email_mention
 
@@ -78,6 +89,10 @@ def notify_mention(
             )
     if held:
         store.audit(req.id, "mention_throttled", comment.author, comment_id=comment.id, users=held)
+    if over_budget:
+        store.audit(
+            req.id, "mention_throttled", comment.author, comment_id=comment.id, users=over_budget, budget=MENTION_BUDGET
+        )
     if slack and told:  # one post per comment, naming everyone it tells
         from hitl.notify.mentions import slack_mention
 
@@ -90,6 +105,25 @@ def notify_mention(
 
 
 MENTION_EVERY = 600  # seconds: one author notifies one user about one request at most this often
+MENTION_BUDGET = 20  # people one author's mentions may tell per MENTION_EVERY window, across every request
+
+
+def _budget_allows(store: Store, comment: Comment, user: str) -> bool:
+    """Whether ``comment``'s author may tell one more person in this window: claims one of their numbered slots.
+
+    Slot ``n`` of the window is a side-effect record keyed by the author and the window; each is claimed by one
+    caller only, so concurrent comments never exceed ``MENTION_BUDGET``. The count of slots taken is where the
+    claiming starts (a race moves on to the next number). A window is fixed (``MENTION_EVERY`` seconds of the
+    clock), so across its boundary an author may tell up to twice the budget in a short time, never more.
+    """
+    window = int(utcnow().timestamp() // MENTION_EVERY)
+    base = f"mention-budget:{hashlib.sha256(comment.author.encode()).hexdigest()}:{window}:"
+    for slot in range(store.count_side_effects(base), MENTION_BUDGET):
+        key = f"{base}{slot:03d}"
+        if store.claim_side_effect(key, "mention"):
+            store.finish_side_effect(key, {"comment_id": comment.id, "user": user})
+            return True
+    return False
 
 
 def _mention_allowed(store: Store, req: ApprovalRequest, comment: Comment, user: str) -> bool:

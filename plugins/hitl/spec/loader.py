@@ -149,6 +149,16 @@ class LoadedSpec:
     errors: list[SpecError] = field(default_factory=list)
     start_date: datetime | None = None  # spec.start_date parsed as the factory does; None when not given
     id_line: int = field(default=1, repr=False)  # where the workflow id is, for errors found across files
+    # the lines of this file's key paths, for checks made after loading (hitl.spec.connections)
+    lines: dict[KeyPath, int] = field(default_factory=dict, repr=False)
+
+    def line(self, path: KeyPath) -> int:
+        """The line of ``path`` in this file, or of its nearest ancestor the file has (1 when unknown)."""
+        for end in range(len(path), -1, -1):
+            found = self.lines.get(path[:end])
+            if found is not None:
+                return found
+        return 1
 
     @property
     def ok(self) -> bool:
@@ -383,6 +393,7 @@ def _load(path: Path, result: LoadedSpec) -> None:
 
     spec = check.model(WorkflowSpec, data, ())
     result.id_line = parsed.line(("id",))
+    result.lines = parsed.lines
     if isinstance(data.get("id"), str):
         _check_reserved_id(check, data["id"])
     start = None
@@ -675,7 +686,13 @@ def spec_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def load_specs(paths: list[Path]) -> list[LoadedSpec]:
+def load_specs(paths: list[Path], *, dags_folder: Path | None = None, skip: tuple[Path, ...] = ()) -> list[LoadedSpec]:
+    """Every spec under ``paths``; a workflow id used twice is an error of the later file.
+
+    ``dags_folder``: also refuse a workflow id that a hand-written DAG file there defines (other than the files
+    in ``skip``, the hitl DAG file itself): two files with one DAG id make Airflow flip between them
+    (``hitl.spec.dag_ids``). The factory passes Airflow's DAGs folder; ``validate`` passes it when it can see it.
+    """
     loaded = [load_spec(p) for p in spec_files(paths)]
     seen: dict[str, Path] = {}
     for item in loaded:
@@ -693,4 +710,21 @@ def load_specs(paths: list[Path]) -> list[LoadedSpec]:
             item.spec = None
         else:
             seen[item.spec.id] = item.path
+    if dags_folder is not None and seen:
+        from hitl.spec.dag_ids import hand_written_dag_ids
+
+        taken = hand_written_dag_ids(dags_folder, seen, skip=skip)
+        for item in loaded:
+            if item.spec is not None and item.spec.id in taken:
+                path, line = taken[item.spec.id]
+                item.errors.append(
+                    SpecError(
+                        str(item.path),
+                        item.id_line,
+                        "id",
+                        f"workflow id {item.spec.id!r} is the DAG id of {path}:{line}, a DAG file in the DAGs folder:"
+                        " two files with one DAG id make Airflow switch between them; rename the workflow",
+                    )
+                )
+                item.spec = None
     return loaded

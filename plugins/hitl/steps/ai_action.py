@@ -7,8 +7,9 @@ and ``gemini`` (Google Gemini through the google provider's GenAI hook and a Goo
 Output: {from, to, subject, body} for ``output: email``; {text} for ``output: text``.
 
 After a reviewer requests changes the step runs again with their feedback: the ``template``
-backend's templates use ``{{ review.feedback }}`` (and ``review.round``, ``review.rounds``) like any
-other variable; ``llm`` sends the earlier drafts and the feedback as turns of the conversation;
+backend's templates may use ``{{ review.feedback }}`` (and ``review.round``, ``review.rounds``) like any
+other variable (the example does not: feedback is for the writer, not the customer, and the review page
+shows it beside the draft); ``llm`` sends the earlier drafts and the feedback as turns of the conversation;
 ``gemini`` adds the feedback and the draft it answers to the prompt by itself.
 """
 

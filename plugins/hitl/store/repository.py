@@ -632,3 +632,15 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(select(side_effect).where(side_effect.c.key == key)).first()
         return (row.status, json.loads(row.detail)) if row else None
+
+    def count_side_effects(self, prefix: str) -> int:
+        """How many side-effect records have a key starting with ``prefix`` (the slots of a budget).
+
+        LIKE, escaped, not a range on the key: a PostgreSQL collation need not order ``:`` and ``-`` as bytes."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(func.count())
+                .select_from(side_effect)
+                .where(side_effect.c.key.startswith(prefix, autoescape=True))
+            ).scalar_one()
+        return int(found)

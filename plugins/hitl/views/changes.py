@@ -1,5 +1,6 @@
 """Request changes and comments on the review page: two form routes, and what their partial templates show.
 
+``hitl/_review_asked.html`` (the note beside a later draft: the feedback it answers, from ``hx.rounds``),
 ``hitl/_review_changes.html`` (the request-changes form and the rounds history, each draft diffed
 against the one before) and ``hitl/_review_comments.html`` (the thread and its form) are included by
 ``review.html``; their data is ``review_extras`` (``hx``), computed once by the review page.
