@@ -280,12 +280,9 @@ def refresh_directory_soon(store: Any) -> None:
     a cron job; ``python -m hitl users sync`` does it at once. Other auth managers need none: their users and
     ``[hitl] user_emails`` are in the configuration, which task code reads. The thread never makes an auth
     manager: it waits for the api-server's own to be initialized (making one beside it at start-up hangs it)."""
-    from hitl.config import conf_get
+    from hitl.settings import number
 
-    try:
-        every = float(conf_get("hitl", "directory_refresh", "300"))
-    except ValueError:
-        every = 300.0
+    every = number("directory_refresh")
     now = time.monotonic()
     if every <= 0 or not uses_fab() or now - _last_refresh[0] < every or not _refreshing.acquire(blocking=False):
         return

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hitl.notify.links import page_url
+from hitl.settings import setting
 from hitl.views.limits import (
     MAX_ID,
     BadInput,
@@ -79,9 +80,8 @@ def _dags_folder(args: argparse.Namespace) -> Path | None:
 
 def default_specs_folder() -> Path:
     """What ``validate`` checks without a path: ``[hitl] specs_folder`` (as the DAG file), else ./workflow_specs."""
-    from hitl.config import conf_get
 
-    configured = conf_get("hitl", "specs_folder", "")
+    configured = setting("specs_folder")
     return Path(configured) if configured else Path("workflow_specs")
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hitl.settings import setting
+
 
 def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
@@ -129,11 +131,11 @@ def _positive_int(text: str, default: int) -> int:
 def load_settings() -> Settings:
     home = airflow_home()
     return Settings(
-        store_url=conf_get("hitl", "store_url", f"sqlite:///{home / 'hitl.db'}"),
-        poll_interval=float(conf_get("hitl", "poll_interval", "0.5")),
+        store_url=(setting("store_url") or f"sqlite:///{home / 'hitl.db'}"),
+        poll_interval=float(setting("poll_interval")),
         base_url=conf_get("api", "base_url", "http://localhost:8080").rstrip("/"),
-        outbox_dir=Path(conf_get("hitl", "outbox_dir", str(home / "outbox"))),
-        secret_key=conf_get("hitl", "secret_key", "") or conf_get("api", "secret_key", ""),
-        web_research_allow=conf_get("hitl", "web_research_allow", ""),
-        web_research_max_bytes=_positive_int(conf_get("hitl", "web_research_max_bytes", ""), 2_000_000),
+        outbox_dir=Path(setting("outbox_dir") or str(home / "outbox")),
+        secret_key=setting("secret_key") or conf_get("api", "secret_key", ""),
+        web_research_allow=setting("web_research_allow"),
+        web_research_max_bytes=_positive_int(setting("web_research_max_bytes"), 2_000_000),
     )

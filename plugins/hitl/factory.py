@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hitl.settings import setting
 from hitl.spec.loader import LoadedSpec, StepSpec, load_specs
 from hitl.steps.operator import GATE_SUFFIX
 
@@ -341,7 +342,6 @@ def monitor_file_beside(dag_file: str) -> bool:
 
 def default_specs_dir(dag_file: str) -> Path:
     """``[hitl] specs_folder`` (airflow.cfg or its env var), else ``workflow_specs`` beside the DAGs folder."""
-    from hitl.config import conf_get
 
-    configured = conf_get("hitl", "specs_folder", "")
+    configured = setting("specs_folder")
     return Path(configured) if configured else Path(dag_file).resolve().parent.parent / "workflow_specs"

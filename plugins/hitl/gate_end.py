@@ -135,9 +135,9 @@ class DirectRoute:
     @classmethod
     def enabled(cls) -> bool:
         """``[hitl] end_gate_from_decider``: off leaves every gate to its trigger (benchmarks, locked-down DBs)."""
-        from hitl.config import conf_get
+        from hitl.settings import flag
 
-        return conf_get(*cls.setting, "true").strip().lower() in ("1", "true", "yes", "on")
+        return flag(cls.setting[1])
 
     @classmethod
     def end(cls, req: ApprovalRequest) -> bool:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hitl.settings import setting
+
 ADMIN_ROLES = frozenset({"admin"})
 VIEWER_ROLES = frozenset({"viewer"})
 
@@ -52,9 +54,8 @@ def reviewer_from_user(user: Any) -> Reviewer:
 
 def user_directory() -> dict[str, str]:
     """``[hitl] user_emails`` (``alice:alice@example.com,...``): emails of users the auth manager has none for."""
-    from hitl.config import conf_get
 
-    pairs = (p.partition(":") for p in conf_get("hitl", "user_emails", "").split(",") if ":" in p)
+    pairs = (p.partition(":") for p in setting("user_emails").split(",") if ":" in p)
     return {user.strip(): email.strip() for user, _, email in pairs}
 
 

@@ -122,13 +122,9 @@ MONITOR_RUN_SPAN = timedelta(days=1)  # the DAG's schedule: one run a day
 
 
 def monitor_interval() -> timedelta:
-    from hitl.config import conf_get
+    from hitl.settings import number
 
-    try:
-        seconds = float(conf_get("hitl", "monitor_interval_seconds", "300"))
-    except ValueError:
-        seconds = 300.0
-    return timedelta(seconds=max(seconds, 1.0))
+    return timedelta(seconds=max(number("monitor_interval_seconds"), 1.0))
 
 
 def monitor_warning(store: Any, req: Any, now: datetime | None = None) -> str | None:

@@ -17,8 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from hitl.config import conf_get
 from hitl.notify.slack import APPROVE, CHANGES, REJECT, escape, signing_secret
+from hitl.settings import setting
 from hitl.views.limits import MAX_COMMENT_CHARS, BadInput, check_text, loads_json, open_store, parse_id
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def verify(body: bytes | str, headers: Any, now: float | None = None) -> None:
 
 
 def slack_user_email(user_id: str) -> str | None:
-    if not conf_get("hitl", "slack_conn_id", ""):
+    if not setting("slack_conn_id"):
         return None
     info = _slack_client().users_info(user=user_id)
     user = info.get("user") if hasattr(info, "get") else None
@@ -78,7 +78,7 @@ FEEDBACK_BLOCK = "hitl_feedback"
 def _slack_client() -> Any:
     from airflow.providers.slack.hooks.slack import SlackHook
 
-    return SlackHook(slack_conn_id=conf_get("hitl", "slack_conn_id", "")).client
+    return SlackHook(slack_conn_id=setting("slack_conn_id")).client
 
 
 def _reviewer(slack_user: str) -> Any:

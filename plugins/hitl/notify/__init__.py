@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hitl.config import conf_get
 from hitl.metrics import metrics
+from hitl.settings import setting
 from hitl.store import PENDING, ApprovalRequest, Comment, Store, get_store, utcnow
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,8 @@ def _mention_allowed(store: Store, req: ApprovalRequest, comment: Comment, user:
 
 
 def _global_slack() -> dict[str, str] | None:
-    conn_id = conf_get("hitl", "slack_conn_id", "")
-    return {"connId": conn_id, "channel": conf_get("hitl", "slack_channel", "")} if conn_id else None
+    conn_id = setting("slack_conn_id")
+    return {"connId": conn_id, "channel": setting("slack_channel")} if conn_id else None
 
 
 class Skip(Exception):

@@ -9,9 +9,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, cast
 
-from hitl.config import conf_get
 from hitl.identity import describe_approvers
 from hitl.notify import Skip, message_text, round_note
+from hitl.settings import setting
 from hitl.store import ApprovalRequest
 
 if TYPE_CHECKING:
@@ -88,14 +88,14 @@ def smtp_send(to: Sequence[str], subject: str, html_body: str, text_body: str) -
     plain part). The provider's ``send_email_smtp`` only writes HTML, so the message is built here and sent
     over the hook's own connection (its TLS, login and retries as configured on the connection).
     """
-    conn_id = conf_get("hitl", "smtp_conn_id", "smtp_default")
+    conn_id = setting("smtp_conn_id")
     try:
         from airflow.sdk import BaseHook
 
         conn = BaseHook.get_connection(conn_id)
     except Exception as exc:
         raise Skip(f"no SMTP connection {conn_id!r}") from exc
-    sender = conf_get("hitl", "email_from", "") or conn.extra_dejson.get("from_email") or DEFAULT_FROM
+    sender = setting("email_from") or conn.extra_dejson.get("from_email") or DEFAULT_FROM
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     msg = EmailMessage(policy=policy.SMTP.clone(max_line_length=998))  # RFC 5322: a header line up to 998

@@ -10,8 +10,8 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from hitl.config import conf_get
 from hitl.notify import Skip
+from hitl.settings import setting
 from hitl.store import ApprovalRequest, Comment
 
 
@@ -74,7 +74,7 @@ def slack_mention(req: ApprovalRequest, comment: Comment, people: Sequence[Any],
 
     client = SlackHook(slack_conn_id=conn_id).client
     names = [_slack_name(client, person) for person in people]
-    channel = cfg.get("channel") or conf_get("hitl", "slack_channel", "")
+    channel = cfg.get("channel") or setting("slack_channel")
     sent = client.chat_postMessage(channel=channel, text=text_of(names))
     return {"via": "bot", "ts": sent.get("ts"), "users": [p.name for p in people]}
 

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from hitl.config import conf_get
 from hitl.identity import user_directory
+from hitl.settings import setting
 
 if TYPE_CHECKING:
     from hitl.store.directory import DirectoryUser
@@ -86,5 +86,5 @@ def emails_for(
         return emails
     if owner and "@" in owner:
         return [owner]
-    fallback = conf_get("hitl", "fallback_email", "")
+    fallback = setting("fallback_email")
     return [fallback] if fallback else []

@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from hitl.config import conf_get
+from hitl.settings import setting
 from hitl.store import ApprovalRequest
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ BUTTON_CHARS = 75  # ... and on a button's label
 
 
 def signing_secret() -> str:
-    return conf_get("hitl", "slack_signing_secret", "")
+    return setting("slack_signing_secret")
 
 
 def escape(text: object) -> str:
@@ -103,6 +103,6 @@ def post_request(req: ApprovalRequest, occasion: str, cfg: dict[str, str]) -> di
     from airflow.providers.slack.hooks.slack import SlackHook
 
     text, blocks = blocks_for(req, occasion, interactive=bool(signing_secret()))
-    channel = cfg.get("channel") or conf_get("hitl", "slack_channel", "")
+    channel = cfg.get("channel") or setting("slack_channel")
     sent = SlackHook(slack_conn_id=conn_id).client.chat_postMessage(channel=channel, text=text, blocks=blocks)
     return {"via": "bot", "slack_channel": sent.get("channel"), "ts": sent.get("ts")}

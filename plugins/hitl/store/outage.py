@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SETTING = ("hitl", "store_outage_wait")
-DEFAULT_WAIT = 300.0
+DEFAULT_WAIT = 300.0  # declared as store_outage_wait's default in hitl.settings
 FIRST_DELAY = 0.5
 MAX_DELAY = 15.0
 # A store that answers but lacks the schema (not migrated: ``python -m hitl db upgrade``) is no outage to wait out.
@@ -36,9 +35,9 @@ NOT_AN_OUTAGE = ("no such table", "no such column", "syntax error", "does not ex
 
 def outage_wait() -> float:
     """``[hitl] store_outage_wait``: seconds a step waits for the store to come back (0: not at all)."""
-    from hitl.config import conf_get
+    from hitl.settings import setting
 
-    raw = conf_get(*SETTING, str(DEFAULT_WAIT)).strip()
+    raw = setting("store_outage_wait").strip()
     try:
         value = float(raw)
     except ValueError:

@@ -245,11 +245,8 @@ def watcher_for(url: str, poll_interval: float) -> DecisionWatcher:
     """The watcher of the running event loop for this store (the triggerer runs one loop)."""
     per_loop = _watchers.setdefault(asyncio.get_running_loop(), {})
     if url not in per_loop:
-        from hitl.config import conf_get
+        from hitl.settings import number
 
-        try:
-            safety = float(conf_get("hitl", "safety_poll_interval", str(SAFETY_INTERVAL)))
-        except ValueError:
-            safety = SAFETY_INTERVAL
+        safety = number("safety_poll_interval")
         per_loop[url] = DecisionWatcher(url, poll_interval, safety_interval=safety)
     return per_loop[url]
