@@ -129,3 +129,14 @@ def test_readable_dags_are_asked_with_each_dags_team(monkeypatch: pytest.MonkeyP
     asked.clear()
     airflow_users.readable_dags("kim", ["leads", "payroll"], manager=TeamManager())
     assert asked == [(frozenset({"leads", "payroll"}), None)]
+
+
+def test_an_approver_email_matches_only_the_same_ascii_address() -> None:
+    from hitl.identity import Reviewer, may_decide, same_address
+
+    kate = [{"email": "kate@example.com"}]
+    assert may_decide(Reviewer("kate", "KATE@Example.com", frozenset({"user"})), kate)
+    look_alike = Reviewer("mallory", "\u212aate@example.com", frozenset({"user"}))  # KELVIN SIGN: .lower() -> "k"
+    assert "\u212aate@example.com".lower() == "kate@example.com"  # the folding this refuses
+    assert not may_decide(look_alike, kate)
+    assert not same_address("\u212aate@example.com", "kate@example.com")

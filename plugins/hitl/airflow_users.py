@@ -133,12 +133,14 @@ def _fab_reviewer(*, among: Iterable[str], username: str | None = None, email: s
     from airflow.providers.fab.auth_manager.models import User
     from airflow.utils.session import create_session
 
-    from hitl.identity import fab_user_filter
+    from hitl.identity import fab_user_filter, same_address
 
     with create_session() as session:
         users = session.query(User).filter(fab_user_filter(User, username=username, email=email)).limit(2).all()
         if len(users) != 1:  # none, or two accounts whose emails differ only in case: nobody
             return None
+        if email is not None and not same_address(users[0].email or "", email):
+            return None  # the database folded a stored non-ASCII address (PostgreSQL's lower()): not this user
         return reviewer_of(users[0], among)  # roles and permissions load while the session is open
 
 
@@ -179,7 +181,7 @@ def reviewer_with_email(email: str, among: Iterable[str]) -> Reviewer | None:
         return None
     if uses_fab():
         return _fab_reviewer(email=wanted, among=among)
-    matches = [name for name, known in user_directory().items() if known.lower() == wanted.lower()]
+    matches = [name for name, known in user_directory().items() if same_address(known, wanted)]
     return _simple_reviewer(matches[0], among) if len(matches) == 1 else None
 
 

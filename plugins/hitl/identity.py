@@ -85,6 +85,13 @@ def lookup_reviewer(name: str) -> Reviewer:
     return Reviewer(name, email)
 
 
+def same_address(a: str, b: str) -> bool:
+    """Two email addresses are one: plain ASCII both, equal ignoring ASCII case. Unicode case folding never counts
+    (``"\u212aate@x".lower()`` is ``"kate@x"``: a look-alike account must not become kate)."""
+    a, b = a.strip(), b.strip()
+    return a.isascii() and b.isascii() and a.lower() == b.lower()
+
+
 def may_decide(reviewer: Reviewer, approvers: Sequence[dict[str, str]], extra: Sequence[dict[str, str]] = ()) -> bool:
     """Listed approvers decide; with none listed, admins do; viewers never do."""
     if not reviewer.can_decide_anything:
@@ -95,7 +102,7 @@ def may_decide(reviewer: Reviewer, approvers: Sequence[dict[str, str]], extra: S
     for entry in listed:
         if "userId" in entry and entry["userId"] == reviewer.name:
             return True
-        if "email" in entry and reviewer.email and entry["email"].lower() == reviewer.email.lower():
+        if "email" in entry and reviewer.email and same_address(entry["email"], reviewer.email):
             return True
         if "role" in entry and entry["role"].lower() in reviewer.roles:
             return True
