@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from hitl.identity import Reviewer, reviewer_from_user, user_directory
+from hitl.identity import Reviewer, reviewer_from_user, same_address, user_directory
 from hitl.store.directory import DirectoryUser
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,9 @@ RESOURCE = "Approvals"  # FAB permission resource: "can read on Approvals", "can
 
 def auth_manager() -> Any:
     """The running auth manager: the api-server's own, or (in the CLI) one made from ``[core] auth_manager``."""
-    from airflow.api_fastapi.app import create_auth_manager, get_auth_manager
+    from airflow.api_fastapi.app import create_auth_manager
 
-    try:
-        return get_auth_manager()  # the api-server's, initialized by it
-    except RuntimeError:  # not initialized in this process (the CLI): make one
-        return create_auth_manager()
+    return create_auth_manager()  # the api-server's instance when it exists (a cached singleton of that class)
 
 
 def _initialized_auth_manager(wait: float) -> Any | None:
@@ -133,7 +130,7 @@ def _fab_reviewer(*, among: Iterable[str], username: str | None = None, email: s
     from airflow.providers.fab.auth_manager.models import User
     from airflow.utils.session import create_session
 
-    from hitl.identity import fab_user_filter, same_address
+    from hitl.identity import fab_user_filter
 
     with create_session() as session:
         users = session.query(User).filter(fab_user_filter(User, username=username, email=email)).limit(2).all()
