@@ -184,11 +184,15 @@ def record_output(
     )
 
 
-def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | None = None) -> Any:
+def approved_output(
+    gate_task_id: str, context: Any = None, *, step_id: str | None = None, binds: Sequence[str] = ()
+) -> Any:
     """For hand-written DAGs: the approved output of ``gate_task_id`` in the running DAG run.
 
     Call it in the task that acts (sends, publishes, commits). ``step_id``: the gated task, whose
-    current output must be what was approved. Fails the task (no retries) without a recorded approval.
+    current output must be what was approved. ``binds``: the other (ungated) tasks whose outputs this task also
+    reads; the gate must have been given the same ``binds`` (``ApprovalSensor(binds=...)``), so the reviewer saw
+    them, and each must be unchanged since. Fails the task (no retries) without a recorded approval.
     """
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -208,6 +212,8 @@ def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | No
             map_index=map_index,
             step_output=output_of(context, step_id) if step_id else _UNSET,
             acting_task=ti.task_id,
+            binds=binds,
+            output_now=lambda task_id: output_of(context, task_id),
         )
     except GateNotApproved as exc:
         raise AirflowFailException(str(exc)) from None
