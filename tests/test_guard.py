@@ -126,3 +126,28 @@ def test_a_changed_bound_input_makes_a_new_request(store: Store) -> None:
     old = store.get(first.id)
     assert old is not None and old.status == "superseded"
     assert store.bound_inputs(changed.id) == {"contact": {"to": "bob@evil.example"}}
+
+
+def test_a_chained_output_must_be_what_its_step_returned(store: Store) -> None:
+    """A step after a gate reads another post-gate step's output: the value it reads must be the one recorded."""
+    from hitl.guard import check_recorded_output, record_output
+
+    req, _ = store.record_request(gate())
+    decide(store, req.id, Reviewer("alice", roles=frozenset({"user"})), "approve")
+    where = {"dag_id": "outreach", "run_id": "manual__1"}
+    final = {"to": "pat@example.com", "text": "Hello"}
+    with pytest.raises(GateNotApproved, match="never recorded after its approval"):
+        check_recorded_output(**where, step_task_id="finalize", value=final, acting_task="send", store=store)
+    record_output(**where, task_id="finalize", value=final, store=store)
+    check_recorded_output(**where, step_task_id="finalize", value=final, acting_task="send", store=store)  # the same
+    tampered = {**final, "to": "bob@evil.example"}
+    with pytest.raises(GateNotApproved, match="changed after the step returned it") as refused:
+        check_recorded_output(
+            **where, step_task_id="finalize", value=tampered, acting_task="send",
+            gate_task_id="draft_email__approval", store=store,
+        )  # fmt: skip
+    assert "bob@evil.example" not in str(refused.value)
+    [audited] = [e for e in store.history(req.id) if e.event == "step_output_refused"]
+    assert audited.detail["source"] == "finalize" and audited.detail["acting_task"] == "send"
+    record_output(**where, task_id="finalize", value=tampered, store=store)  # a retry of the step records anew
+    check_recorded_output(**where, step_task_id="finalize", value=tampered, acting_task="send", store=store)

@@ -213,3 +213,61 @@ def test_a_store_without_its_tables_is_not_an_outage() -> None:
     assert not is_outage(OperationalError("SELECT", {}, Exception("no such table: hitl_approval_request")))
     assert is_outage(OperationalError("SELECT", {}, Exception("database is locked")))
     assert is_outage(outage_error())
+
+
+def test_the_gate_waits_out_an_outage_when_it_resumes(
+    pg_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's own ``execute_complete`` (the worker, after the trigger saw the approval): the store gone since is
+    waited out, then the approved output is returned, not a failed try."""
+    import threading
+    from types import SimpleNamespace
+
+    from sqlalchemy.engine import make_url
+
+    from hitl.decisions import decide
+    from hitl.gate import GateOptions
+    from hitl.identity import Reviewer
+    from hitl.sensor import ApprovalSensor
+    from hitl.store import GateRequest, Store
+    from hitl_devstack.tcpproxy import TcpProxy
+
+    url = make_url(pg_url)
+    direct = Store(pg_url)
+    direct.upgrade()
+    req, _ = direct.record_request(
+        GateRequest(
+            dag_id="d2", run_id="r2", step_id="draft", gate_task_id="draft__approval", map_index=-1, try_number=1,
+            output={"to": "pat@example.com"}, output_kind="json", summary="",
+            options=GateOptions(approvers=[{"userId": "alice"}]), triggered_by=None,
+        )
+    )  # fmt: skip
+    decide(direct, req.id, Reviewer("alice"), "approve", channel="cli")
+    proxy = TcpProxy(target=(url.host or "127.0.0.1", url.port or 5432)).up()
+    monkeypatch.setenv("AIRFLOW__HITL__STORE_URL", url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    gate = ApprovalSensor(task_id="draft__approval", step_id="draft", approvers=[{"userId": "alice"}])
+    ti = SimpleNamespace(dag_id="d2", run_id="r2", task_id="draft__approval", map_index=-1)
+    result: dict[str, object] = {}
+    try:
+        proxy.down()
+
+        def resume() -> None:
+            try:
+                result["returned"] = gate.execute_complete({"ti": ti}, {"request_id": req.id})
+            except Exception as exc:  # reported below
+                result["raised"] = exc
+
+        with caplog.at_level(logging.WARNING, logger="hitl.store.outage"):
+            t = threading.Thread(target=resume)
+            t.start()
+            deadline = time.monotonic() + 60
+            while not any("unavailable" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline and t.is_alive(), result
+                time.sleep(0.05)
+            assert t.is_alive() and result == {}
+            proxy.up()
+            t.join(timeout=60)
+        assert result == {"returned": {"to": "pat@example.com"}}, result
+    finally:
+        proxy.close()
+        direct.engine.dispose()

@@ -127,3 +127,23 @@ def test_a_gate_with_time_bounds_warns_in_its_log_when_no_monitor_runs(capfd: py
     warned = [line for line in logged.splitlines() if "hitl_monitor DAG is not running" in line]
     assert warned and "[warning" in warned[0] and "remind_after is set" in warned[0], logged[-3000:]
     assert "python -m hitl monitor install" in warned[0]
+
+
+def test_a_hand_written_task_checks_what_its_gate_bound() -> None:
+    """``approved_output(..., binds=[...])``: the gate recorded contact's output; the acting task finds it unchanged.
+    A gate that did not bind it: the task refuses (what it reads was never shown to the reviewer)."""
+    bound = build_dag("sensor_binds")
+    reviewer("sensor_binds", lambda r: decide(get_store(), r.id, ALICE, "approve"))
+    run = bound.test()
+    assert run.state == "success", states(run)
+    req = get_store().list_requests(RequestQuery(dag_id="sensor_binds", status="all"))[0]
+    assert get_store().bound_inputs(req.id) == {"contact": {"to": "owner@shop.example"}}
+    assert sensor_dags.RECEIVED["sensor_binds"] == sensor_dags.draft()
+
+    unbound = build_dag("sensor_binds_missing")
+    reviewer("sensor_binds_missing", lambda r: decide(get_store(), r.id, ALICE, "approve"))
+    run = unbound.test()
+    assert states(run)["send"] == "failed" and "sensor_binds_missing" not in sensor_dags.RECEIVED
+    req = get_store().list_requests(RequestQuery(dag_id="sensor_binds_missing", status="all"))[0]
+    [refused] = [e for e in get_store().history(req.id) if e.event == "bound_input_refused"]
+    assert "did not bind: the approval does not cover it" in refused.detail["reason"]

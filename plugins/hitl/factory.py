@@ -152,6 +152,11 @@ def build_dag(loaded: LoadedSpec) -> Any:
     # has a recorded approval before it acts (hitl.guard), so forcing the steps between does not get around one.
     gates_before = upstream_gates(loaded.steps)
     binds = gate_binds(loaded.steps, gates_before)
+    # Steps after a gate that are not reviewed: what one returns is recorded when a later step reads it, and checked
+    # there (the loader refuses a post-gate read that neither an approval, a binding nor this chain covers).
+    after_gate = {s.id for s in loaded.steps if gates_before.get(s.id) and not s.gate}
+    chained = {s.id: [r for r in s.refs if r in after_gate] for s in loaded.steps if gates_before.get(s.id)}
+    recorded = {r for refs in chained.values() for r in refs}
     with dag:
         for step in loaded.steps:
             task = StepOperator(
@@ -161,6 +166,8 @@ def build_dag(loaded: LoadedSpec) -> Any:
                 sources={ref: output_task_id(by_id[ref]) for ref in step.refs},
                 gates=sorted(gates_before.get(step.id, set())),
                 binds={g: [r for r in binds.get(g, []) if r in step.refs] for g in gates_before.get(step.id, set())},
+                chained=chained.get(step.id, []),
+                records_output=step.id in recorded,
                 review_gate=gate_task_id(step.id) if step.gate else None,
                 retries=step.retries,
                 doc_md=step.description,

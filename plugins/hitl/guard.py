@@ -110,11 +110,89 @@ def check_approval(
     return req.final_output
 
 
-def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | None = None) -> Any:
+def check_recorded_output(
+    *,
+    dag_id: str,
+    run_id: str,
+    step_task_id: str,
+    value: Any,
+    map_index: int = -1,
+    acting_task: str | None = None,
+    gate_task_id: str | None = None,
+    store: Store | None = None,
+) -> None:
+    """A step after a gate reads the output of another step after a gate (not reviewed itself): it must be what that
+    step returned (recorded as it finished, ``record_output``), or it was changed in between, unseen by anyone.
+
+    Raises ``GateNotApproved`` (audited as ``step_output_refused`` on the request of ``gate_task_id``, the approval
+    the chain comes from) on a difference or a missing record."""
+    store = store or get_store()
+    found = store
+    recorded = through_outage(
+        f"reading what step {step_task_id} returned in run {run_id}",
+        lambda: (
+            found.step_output_hash(dag_id, run_id, step_task_id, map_index)
+            or (found.step_output_hash(dag_id, run_id, step_task_id, -1) if map_index >= 0 else None)
+        ),
+    )
+    if recorded is None:
+        reason = (
+            f"step {acting_task or '?'} reads the output of step {step_task_id} in run {run_id}, which that step never"
+            " recorded after its approval: the value did not come from the approved chain"
+        )
+    elif recorded != content_hash(value):
+        reason = (
+            f"the output of step {step_task_id} in run {run_id} changed after the step returned it: step"
+            f" {acting_task or '?'} acts on what the approved chain produced, not on a changed value"
+        )
+    else:
+        return
+    approval = (
+        through_outage(
+            f"finding the approval of {gate_task_id}",
+            lambda: found.current_for_gate(dag_id, run_id, gate_task_id, map_index),
+        )
+        if gate_task_id
+        else None
+    )
+    through_outage(
+        f"auditing the refusal of step {acting_task}",
+        lambda: found.audit(
+            approval.id if approval is not None else None,
+            "step_output_refused",
+            None,
+            dag_id=dag_id,
+            run_id=run_id,
+            source=step_task_id,
+            map_index=map_index,
+            acting_task=acting_task,
+            reason=reason,
+        ),
+    )
+    log.error("%s", reason)
+    raise GateNotApproved(reason)
+
+
+def record_output(
+    *, dag_id: str, run_id: str, task_id: str, value: Any, map_index: int = -1, store: Store | None = None
+) -> None:
+    """Record what a step after a gate returned, for the later steps that read it (``check_recorded_output``)."""
+    found = store or get_store()
+    through_outage(
+        f"recording what step {task_id} returned in run {run_id}",
+        lambda: found.record_step_output(dag_id, run_id, task_id, map_index, content_hash(value)),
+    )
+
+
+def approved_output(
+    gate_task_id: str, context: Any = None, *, step_id: str | None = None, binds: Sequence[str] = ()
+) -> Any:
     """For hand-written DAGs: the approved output of ``gate_task_id`` in the running DAG run.
 
     Call it in the task that acts (sends, publishes, commits). ``step_id``: the gated task, whose
-    current output must be what was approved. Fails the task (no retries) without a recorded approval.
+    current output must be what was approved. ``binds``: the other (ungated) tasks whose outputs this task also
+    reads; the gate must have been given the same ``binds`` (``ApprovalSensor(binds=...)``), so the reviewer saw
+    them, and each must be unchanged since. Fails the task (no retries) without a recorded approval.
     """
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -134,6 +212,8 @@ def approved_output(gate_task_id: str, context: Any = None, *, step_id: str | No
             map_index=map_index,
             step_output=output_of(context, step_id) if step_id else _UNSET,
             acting_task=ti.task_id,
+            binds=binds,
+            output_now=lambda task_id: output_of(context, task_id),
         )
     except GateNotApproved as exc:
         raise AirflowFailException(str(exc)) from None

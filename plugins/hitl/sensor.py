@@ -276,10 +276,17 @@ class ApprovalSensor(BaseOperator):
         answer = native_answer(event)  # an answer on Airflow's Required Actions page: refused below, never counted
         if isinstance(event, dict) and event.get("request_id"):
             request_id = int(event["request_id"])
+        from hitl.store.outage import through_outage
+
         store = get_store()
         ti = context["ti"]
         map_index = ti.map_index if ti.map_index is not None else -1
-        current = store.current_for_gate(ti.dag_id, ti.run_id, ti.task_id, map_index)
+        # The trigger saw the decision; a store gone down since is waited out here too (bounded, logged once),
+        # rather than failing the try that would have returned the approved output.
+        current = through_outage(
+            f"reading the decision of {ti.task_id}",
+            lambda: store.current_for_gate(ti.dag_id, ti.run_id, ti.task_id, map_index),
+        )
         if current is None:
             raise RuntimeError(f"no approval request for {ti.dag_id}/{ti.run_id}/{ti.task_id} in the decision store")
         if request_id is not None and current.id != request_id:

@@ -82,3 +82,27 @@ with DAG("sensor_reminded", schedule=None, catchup=False) as sensor_reminded:  #
         remind_after=3600,
     )
     PythonOperator(task_id="draft", python_callable=draft) >> bounded_gate
+
+
+# Bound inputs in a hand-written DAG (tests/test_sensor.py): send reads contact too, which the gate binds (or not).
+def contact() -> dict[str, str]:
+    return {"to": "owner@shop.example"}
+
+
+def send_bound(ti: Any) -> None:
+    RECEIVED[ti.dag_id] = approved_output("draft__approval", step_id="draft", binds=["contact"])
+
+
+for dag_id, gate_binds in (("sensor_binds", ["contact"]), ("sensor_binds_missing", [])):
+    with DAG(dag_id, schedule=None, catchup=False) as dag:
+        who = PythonOperator(task_id="contact", python_callable=contact)
+        step = PythonOperator(task_id="draft", python_callable=draft)
+        gate = ApprovalSensor(
+            task_id="draft__approval",
+            step_id="draft",
+            approvers=[{"userId": "alice"}],
+            poll_interval=0.1,
+            binds=gate_binds,
+        )
+        who >> step >> gate >> PythonOperator(task_id="send", python_callable=send_bound)
+    globals()[dag_id] = dag

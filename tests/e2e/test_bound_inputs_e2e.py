@@ -82,3 +82,48 @@ def test_a_bound_input_changed_after_the_review_refuses_the_step(stack: AirflowS
     assert len(refusals) == 1 and refusals[0].detail["acting_task"] == "send_email"
     assert refusals[0].detail["reason"].startswith(f"the output of step contact changed after request {req.id}")
     assert "bob@evil.example" not in refusals[0].detail["reason"]
+
+
+CHAINED = "chained_email"
+FINAL = {"to": "pat@example.com", "text": "Hello, our new loaves are in. See you soon."}
+
+
+def parked_chain(stack: AirflowStack, run_id: str, timeout: float = 240) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        req = store_of(stack).current_for_gate(CHAINED, run_id, GATE)
+        if req is not None and req.status == PENDING and stack.task_state(CHAINED, run_id, GATE) == "deferred":
+            return req
+        time.sleep(0.5)
+    raise TimeoutError(f"{GATE} of {run_id} did not park within {timeout:.0f}s")
+
+
+def test_a_post_gate_output_changed_before_the_action_refuses_it(stack: AirflowStack) -> None:
+    """``finalize`` runs after the approval and makes the email; bob rewrites its XCom while ``pause`` runs; the
+    email step finds it is not what finalize returned (recorded as it finished), refuses, audited, sends nothing."""
+    from hitl.store import content_hash
+
+    stack.wait_for_dag(CHAINED)
+    ok = stack.trigger(CHAINED, {"pause": 0}, run_id=f"chain_ok_{int(time.time())}")
+    approve(stack, parked_chain(stack, ok).id)
+    assert stack.wait_run(CHAINED, ok) == "success"
+    (message,) = sent(stack, ok)
+    assert "To: pat@example.com" in message
+
+    run_id = stack.trigger(CHAINED, {"pause": 60}, run_id=f"chain_tampered_{int(time.time())}")
+    req = parked_chain(stack, run_id)
+    approve(stack, req.id)
+    deadline = time.monotonic() + 180
+    while stack.task_state(CHAINED, run_id, "pause") != "running":
+        assert time.monotonic() < deadline, "pause did not start"
+        time.sleep(0.5)
+    assert store_of(stack).step_output_hash(CHAINED, run_id, "finalize", -1) == content_hash(FINAL)
+    base = f"/api/v2/dags/{CHAINED}/dagRuns/{run_id}/taskInstances/finalize/xcomEntries/return_value"
+    stack.api("PATCH", base, {"value": {**FINAL, "to": "bob@evil.example"}}, user="bob")
+
+    assert stack.wait_run(CHAINED, run_id, timeout=240) == "failed"
+    assert stack.task_state(CHAINED, run_id, "send_email") == "failed"
+    assert sent(stack, run_id) == []
+    refusals = [e for e in store_of(stack).history(req.id) if e.event == "step_output_refused"]
+    assert len(refusals) == 1 and refusals[0].detail["acting_task"] == "send_email"
+    assert refusals[0].detail["source"] == "finalize" and "bob@evil.example" not in refusals[0].detail["reason"]

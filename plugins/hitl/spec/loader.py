@@ -443,6 +443,7 @@ def _load(path: Path, result: LoadedSpec) -> None:
         steps.append(checked)
 
     _check_links(check, steps, ids, declared)
+    _check_coverage(check, steps, ids)
     _check_policies(check, steps, ids, set(params) if isinstance(params, dict) else set())
     _check_task_ids(check, steps, raw_steps)
     if check.errors:  # keys a quote left open swallowed are missing: say where that quote opens
@@ -616,6 +617,55 @@ def _check_links(check: _Checker, steps: list[StepSpec], ids: dict[str, int], de
                 state[nxt] = 1
                 trail.append(nxt)
                 stack.append(iter(sorted(edges[nxt])))
+
+
+def step_ancestors(steps: list[StepSpec]) -> dict[str, set[str]]:
+    """Step id -> every step upstream of it (by ``next`` or by using its output), transitively; cycle-safe."""
+    by_id = {s.id: s for s in steps}
+    parents: dict[str, set[str]] = {s.id: {r for r in s.refs if r in by_id} for s in steps}
+    for step in steps:
+        if step.next_step in by_id:
+            parents[step.next_step].add(step.id)
+    found: dict[str, set[str]] = {}
+    for step in steps:
+        seen: set[str] = set()
+        todo = list(parents[step.id])
+        while todo:
+            node = todo.pop()
+            if node not in seen:
+                seen.add(node)
+                todo.extend(parents.get(node, ()))
+        found[step.id] = seen - {step.id}
+    return found
+
+
+def _check_coverage(check: _Checker, steps: list[StepSpec], ids: dict[str, int]) -> None:
+    """Every value a step after a gate reads is covered by an approval (``hitl.guard`` checks it at run time).
+
+    A step after a gate may read: a reviewed step's output (the approved one, from the store); an ungated step
+    upstream of a reviewed step (the gate's request binds its output, shown to the reviewer); or a step that itself
+    runs after a gate (its output is recorded when it finishes and checked when read). Anything else (an ungated
+    step on a parallel branch) no approval could cover: a changed value would be acted on unseen, so it is refused.
+    """
+    gated = {s.id for s in steps if s.gate is not None}
+    if not gated:
+        return
+    above = step_ancestors(steps)
+    for step in steps:
+        gates = sorted(g for g in above[step.id] if g in gated)
+        if not gates:
+            continue
+        for ref in step.refs:
+            if ref not in above or ref in gated or ref == step.id:
+                continue
+            if any(ref in above[g] for g in gates) or any(g in above[ref] for g in gates):
+                continue
+            check.error(
+                ("steps", ids[step.id], "config"),
+                f"step {step.id!r} acts after the approval of step {gates[0]!r} but reads the output of step {ref!r},"
+                " which no approval covers (it is neither reviewed, nor upstream of a reviewed step, nor after one):"
+                f" gate {ref!r}, or make {gates[0]!r} use it or follow it",
+            )
 
 
 def _check_policies(check: _Checker, steps: list[StepSpec], ids: dict[str, int], params: set[str]) -> None:

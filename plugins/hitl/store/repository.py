@@ -47,6 +47,7 @@ from hitl.store.schema import (
     policy_verdict,
     request_approver,
     side_effect,
+    step_output,
 )
 
 NOTIFY_CHANNEL = "hitl_decision"
@@ -165,6 +166,23 @@ class Store:
         with self.engine.connect() as conn:
             raw = conn.execute(select(bound_input.c.inputs).where(bound_input.c.request_id == request_id)).scalar()
         return None if raw is None else dict(json.loads(raw))
+
+    # -- outputs of steps after a gate (the chain from an approval to the action) -------
+    def record_step_output(self, dag_id: str, run_id: str, task_id: str, map_index: int, output_hash: str) -> None:
+        """What this run of a post-gate step returned; a retry records its own new output over it."""
+        key = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index}
+        t = step_output.c
+        with self.writing() as conn:
+            conn.execute(delete(step_output).where(*(getattr(t, k) == v for k, v in key.items())))
+            conn.execute(insert(step_output).values(**key, output_hash=output_hash, recorded_at=utcnow()))
+
+    def step_output_hash(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> str | None:
+        t = step_output.c
+        query = select(t.output_hash).where(
+            t.dag_id == dag_id, t.run_id == run_id, t.task_id == task_id, t.map_index == map_index
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     def _record_verdict(
         self, conn: Connection, request_id: int, gate: GateRequest, revision: int, now: datetime

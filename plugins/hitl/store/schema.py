@@ -169,3 +169,16 @@ user_directory = Table(
     Column("dags", Text, nullable=False, default="[]"),  # else: the DAGs they may read, as of synced_at
     Column("synced_at", DateTime(timezone=True), nullable=False),
 )
+
+# 0011: what a step that runs after an approval returned (its hash), recorded as it finishes, so a later step that
+# reads it checks the value was not changed in between (an XCom edit): the chain from the approval to the action.
+step_output = Table(
+    "hitl_step_output",
+    metadata,
+    Column("dag_id", String(250), primary_key=True),
+    Column("run_id", String(250), primary_key=True),
+    Column("task_id", String(250), primary_key=True),
+    Column("map_index", Integer, primary_key=True),
+    Column("output_hash", String(64), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
