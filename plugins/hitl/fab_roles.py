@@ -11,7 +11,7 @@ runs one command instead of assembling permissions by hand:
   say *which* requests a decider may decide.
 
 With ``--dag DAG_ID`` (repeatable) both roles may also read those DAGs' runs, task instances and XComs, so
-the review page shows the outputs that fed the gated step (``hitl.views.html.dag_access`` asks Airflow
+the review page shows the outputs that fed the gated step (``hitl.views.run_facts.dag_access`` asks Airflow
 exactly that); ``--all-dags`` grants it for every DAG. Without either, reviewers see the request and its
 output but not the DAG's other outputs.
 

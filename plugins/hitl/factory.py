@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hitl.settings import setting
-from hitl.spec.loader import LoadedSpec, StepSpec, load_specs
+from hitl.spec.loader import LoadedSpec, StepSpec, load_specs, step_ancestors
 from hitl.steps.operator import GATE_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -87,26 +87,6 @@ def upstream_gates(steps: list[StepSpec]) -> dict[str, set[str]]:
     return {s.id: gates_of(s.id, frozenset({s.id})) for s in steps}
 
 
-def ancestors(steps: list[StepSpec]) -> dict[str, set[str]]:
-    """Step id -> every step upstream of it (by ``next`` or by using an output), transitively."""
-    parents: dict[str, set[str]] = {s.id: set(s.refs) for s in steps}
-    for step in steps:
-        if step.next_step:
-            parents.setdefault(step.next_step, set()).add(step.id)
-    found: dict[str, set[str]] = {}
-
-    def up(step_id: str, seen: frozenset[str]) -> set[str]:
-        if step_id not in found:
-            result: set[str] = set()
-            for parent in parents.get(step_id, ()):
-                if parent not in seen:
-                    result |= {parent} | up(parent, seen | {parent})
-            found[step_id] = result
-        return found[step_id]
-
-    return {s.id: up(s.id, frozenset({s.id})) for s in steps}
-
-
 def gate_binds(steps: list[StepSpec], gates_before: dict[str, set[str]]) -> dict[str, list[str]]:
     """Gate task id -> the ungated steps upstream of its gated step whose outputs a step after the gate reads.
 
@@ -114,7 +94,7 @@ def gate_binds(steps: list[StepSpec], gates_before: dict[str, set[str]]) -> dict
     and each step after the gate checks they are unchanged before it acts (``hitl.guard``).
     """
     by_id = {s.id: s for s in steps}
-    before = ancestors(steps)
+    before = step_ancestors(steps)
     binds: dict[str, set[str]] = {gate_task_id(s.id): set() for s in steps if s.gate}
     for step in steps:
         for gate in gates_before.get(step.id, ()):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from hitl.store import APPROVED, Store, content_hash, get_store
 from hitl.store.outage import through_outage
@@ -89,25 +89,29 @@ def check_approval(
                 event = "bound_input_refused"
                 break
     if reason is not None:
-        refused_id = req.id if req is not None else None
-        through_outage(
-            f"auditing the refusal on {where}",
-            lambda: found.audit(
-                refused_id,
-                event,
-                None,
-                dag_id=dag_id,
-                run_id=run_id,
-                gate=gate_task_id,
-                map_index=map_index,
-                acting_task=acting_task,
-                reason=reason,
-            ),
+        refuse(
+            found,
+            req.id if req is not None else None,
+            event,
+            reason,
+            dag_id=dag_id,
+            run_id=run_id,
+            gate=gate_task_id,
+            map_index=map_index,
+            acting_task=acting_task,
         )
-        log.error("%s", reason)
-        raise GateNotApproved(reason)
     assert req is not None
     return req.final_output
+
+
+def refuse(store: Store, request_id: int | None, event: str, reason: str, **detail: Any) -> NoReturn:
+    """Audit the refusal (waiting out an outage: the audit line is part of the refusal), log it, and raise it."""
+    through_outage(
+        f"auditing {event} ({detail.get('acting_task') or '?'})",
+        lambda: store.audit(request_id, event, None, **detail, reason=reason),
+    )
+    log.error("%s", reason)
+    raise GateNotApproved(reason)
 
 
 def check_recorded_output(
@@ -155,22 +159,17 @@ def check_recorded_output(
         if gate_task_id
         else None
     )
-    through_outage(
-        f"auditing the refusal of step {acting_task}",
-        lambda: found.audit(
-            approval.id if approval is not None else None,
-            "step_output_refused",
-            None,
-            dag_id=dag_id,
-            run_id=run_id,
-            source=step_task_id,
-            map_index=map_index,
-            acting_task=acting_task,
-            reason=reason,
-        ),
+    refuse(
+        found,
+        approval.id if approval is not None else None,
+        "step_output_refused",
+        reason,
+        dag_id=dag_id,
+        run_id=run_id,
+        source=step_task_id,
+        map_index=map_index,
+        acting_task=acting_task,
     )
-    log.error("%s", reason)
-    raise GateNotApproved(reason)
 
 
 def record_output(

@@ -18,7 +18,7 @@ from helpers import FakeSlack, gate
 from hitl.cli import main as cli
 from hitl.fab_roles import sync_roles
 from hitl.store import get_store
-from hitl.views.html import dag_access
+from hitl.views.run_facts import dag_access
 
 create_auth_manager().init()
 app = create_app(enable_plugins=True)

@@ -21,6 +21,36 @@ EMAIL = {
 }
 
 
+class GivenReads:
+    """What Airflow's database would answer the review page (``PageRoutes.airflow_reads``), given by the test.
+
+    The real ``AirflowReads`` is exercised against a real DAG run by the end-to-end tests."""
+
+    def __init__(self, graph: tuple[list[str], list[str]], outputs: dict[str, Any], run: dict[str, Any]) -> None:
+        self._graph, self._outputs, self._run = graph, outputs, run
+
+    def graph(self, req: Any) -> tuple[list[str], list[str]]:
+        return self._graph
+
+    def xcom_outputs(self, req: Any, task_ids: list[str], key: str = "return_value") -> dict[str, Any]:
+        return {t: v for t, v in self._outputs.items() if t in task_ids} if key == "return_value" else {}
+
+    def dag_run(self, req: Any) -> dict[str, Any]:
+        return self._run
+
+
+def given_reads(
+    monkeypatch: Any,
+    *,
+    graph: tuple[list[str], list[str]] = ([], []),
+    outputs: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+) -> None:
+    from hitl.views.html import PageRoutes
+
+    monkeypatch.setattr(PageRoutes, "airflow_reads", GivenReads(graph, outputs or {}, run or {}))
+
+
 def page_of(user: Any, req_id: int) -> str:
     resp = user.get(f"/request/{req_id}")
     assert resp.status_code == 200
@@ -204,8 +234,6 @@ def test_times_are_in_airflows_timezone_and_labelled(as_user: Any, ui_store: Sto
 def test_the_reviewer_sees_why_and_what_was_done(
     as_user: Any, ui_store: Store, monkeypatch: Any, tmp_path: Path
 ) -> None:
-    from hitl.views import html
-
     research = {
         "url": "http://127.0.0.1:8765/",
         "title": "Rosie's Bakery",
@@ -214,8 +242,7 @@ def test_the_reviewer_sees_why_and_what_was_done(
         "phones": [],
         "text": "Welcome",
     }
-    monkeypatch.setattr(html, "_graph", lambda req: (["research_prospect"], ["send_email"]))
-    monkeypatch.setattr(html, "_xcom_outputs", lambda req, tasks: {"research_prospect": research})
+    given_reads(monkeypatch, graph=(["research_prospect"], ["send_email"]), outputs={"research_prospect": research})
     monkeypatch.setenv("AIRFLOW__HITL__OUTBOX_DIR", str(tmp_path))
     req, _ = ui_store.record_request(
         gate(triggered_by="carol", approvers=[{"userId": "alice"}, {"userId": "bob"}], min_approvals=2)
@@ -252,8 +279,6 @@ def test_outputs_and_run_details_only_for_users_airflow_lets_read_the_dag(
     """Reading Approvals is not reading the DAG: Airflow's auth manager decides who sees its XComs and runs."""
     from airflow.api_fastapi.app import get_auth_manager
 
-    from hitl.views import html
-
     asked: list[tuple[str, str, str | None, str]] = []
 
     def is_authorized_dag(*, method: str, user: Any, access_entity: Any = None, details: Any = None) -> bool:
@@ -263,9 +288,12 @@ def test_outputs_and_run_details_only_for_users_airflow_lets_read_the_dag(
         return user.get_name() != "bob"  # bob may read Approvals and the DAG, not its XComs and runs
 
     monkeypatch.setattr(get_auth_manager(), "is_authorized_dag", is_authorized_dag)
-    monkeypatch.setattr(html, "_graph", lambda req: (["research_prospect"], ["send_email"]))
-    monkeypatch.setattr(html, "_xcom_outputs", lambda req, tasks: {"research_prospect": {"secret": "upstream-xcom"}})
-    monkeypatch.setattr(html, "_dag_run", lambda req: {"triggered_by": "run-owner", "run_type": "manual"})
+    given_reads(
+        monkeypatch,
+        graph=(["research_prospect"], ["send_email"]),
+        outputs={"research_prospect": {"secret": "upstream-xcom"}},
+        run={"triggered_by": "run-owner", "run_type": "manual"},
+    )
     req, _ = ui_store.record_request(gate(approvers=[{"userId": "alice"}, {"userId": "bob"}]))
 
     allowed = page_of(as_user("alice"), req.id)
@@ -280,7 +308,7 @@ def test_outputs_and_run_details_only_for_users_airflow_lets_read_the_dag(
 def test_dag_access_asks_airflows_auth_manager(flask_app: Any) -> None:
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    from hitl.views.html import dag_access
+    from hitl.views.run_facts import dag_access
 
     assert dag_access("outreach", None) == {"outputs": False, "runs": False}
     viewer = SimpleAuthManagerUser(username="vic", role="viewer")  # SimpleAuthManager: a viewer reads every DAG
@@ -290,9 +318,7 @@ def test_dag_access_asks_airflows_auth_manager(flask_app: Any) -> None:
 def test_headers_outside_the_outbox_are_not_read(
     as_user: Any, ui_store: Store, monkeypatch: Any, tmp_path: Path
 ) -> None:
-    from hitl.views import html
-
-    monkeypatch.setattr(html, "_graph", lambda req: ([], ["send_email"]))
+    given_reads(monkeypatch, graph=([], ["send_email"]))
     monkeypatch.setenv("AIRFLOW__HITL__OUTBOX_DIR", str(tmp_path / "outbox"))
     secret = tmp_path / "secret.eml"
     secret.write_bytes(b"Subject: private\r\n\r\n")
@@ -306,9 +332,7 @@ def test_headers_outside_the_outbox_are_not_read(
 
 
 def test_recorded_headers_are_shown_in_order(as_user: Any, ui_store: Store, monkeypatch: Any) -> None:
-    from hitl.views import html
-
-    monkeypatch.setattr(html, "_graph", lambda req: ([], ["send_email"]))
+    given_reads(monkeypatch, graph=([], ["send_email"]))
     req, _ = ui_store.record_request(gate())
     as_user("alice").post(f"/request/{req.id}/decide", {"action": "approve"}, csrf_from="/")
     key = sent_key("outreach", "manual__1", "send_email", req.map_index)
