@@ -23,9 +23,9 @@ from hitl.decisions import (
     decide,
 )
 from hitl.gate import GateOptions
-from hitl.gate_end import GateNotWaiting, RerunUnavailable
 from hitl.guard import GateNotApproved, check_approval
 from hitl.identity import Reviewer
+from hitl.rerun import GateNotWaiting, RerunUnavailable
 from hitl.rounds import feedback_prompt, review_of
 from hitl.store import APPROVED, CHANGES_REQUESTED, PENDING, Store
 
@@ -36,7 +36,7 @@ GATE = "draft_email__approval"
 
 
 class FakeRerun:
-    """Stands in for ``hitl.gate_end.StepRerun``: records what would be cleared, and whether it was committed."""
+    """Stands in for ``hitl.rerun.StepRerun``: records what would be cleared, and whether it was committed."""
 
     calls: list[tuple[int, str]] = []
     unavailable: Exception | str | None = None
@@ -273,7 +273,7 @@ def test_step_rerun_reports_airflow_failures_as_rerun_unavailable() -> None:
     """``StepRerun.clear``/``commit``: Airflow's database failing is "cannot re-run", never "store unavailable"."""
     from sqlalchemy.exc import OperationalError
 
-    from hitl.gate_end import StepRerun
+    from hitl.rerun import StepRerun
 
     class DeadSession:
         def flush(self) -> None:
@@ -429,7 +429,7 @@ def _add_run(session: Any, *, mapped: bool, gate_state: str = "deferred", parked
 
 
 def _plan(session: Any, req: Any) -> list[tuple[str, int]]:
-    from hitl.gate_end import StepRerun
+    from hitl.rerun import StepRerun
 
     rerun = StepRerun(req)
     rerun._session = session
@@ -785,7 +785,7 @@ def test_a_simultaneous_change_request_that_cleared_the_gate_first_is_already_de
     store: Store, rerun: type[FakeRerun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second click waits on the gate's row lock; by then the first cleared it: "already decided", not "stopped"."""
-    from hitl.gate_end import GateNotWaiting
+    from hitl.rerun import GateNotWaiting
 
     first, _ = store.record_request(draft(1, approvers=[{"userId": "alice"}, {"userId": "carol"}]))
     carol = Reviewer("carol")
@@ -933,7 +933,7 @@ def test_a_change_request_that_deadlocks_with_a_simultaneous_one_is_already_deci
         def emit(self, record: logging.LogRecord) -> None:
             self.records.append(record)
 
-    said, heard = logging.getLogger("hitl.gate_end"), Heard()
+    said, heard = logging.getLogger("hitl.rerun"), Heard()
     said.addHandler(heard)
     monkeypatch.setattr(said, "level", logging.INFO)
     thread = threading.Thread(target=winner)
@@ -963,7 +963,7 @@ def test_a_clearing_refused_a_lock_after_another_decision_is_already_decided(
     store: Store, rerun: type[FakeRerun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``clear()`` refused a lock (RerunConflict) because a simultaneous change request won: "already decided"."""
-    from hitl.gate_end import RerunConflict
+    from hitl.rerun import RerunConflict
 
     req, _ = store.record_request(draft(1))
 
@@ -990,7 +990,7 @@ def test_a_clearing_refused_a_lock_after_another_decision_is_already_decided(
 def test_lock_conflicts_are_told_from_other_database_errors() -> None:
     from sqlalchemy.exc import OperationalError
 
-    from hitl.gate_end import lock_conflict
+    from hitl.rerun import lock_conflict
 
     class PgError(Exception):
         def __init__(self, code: str) -> None:

@@ -59,13 +59,42 @@ def test_edit_and_approve_reaches_the_downstream_task() -> None:
     assert req.status == "approved" and req.output == sensor_dags.draft()
 
 
+def run_note(dag_id: str, run_id: str) -> str:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        found = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).one()
+        return str(found.note or "")
+
+
 def test_reject_skips_downstream_and_does_not_fail_the_run() -> None:
     dag = build_dag("sensor_reject")
-    reviewer("sensor_reject", lambda r: decide(get_store(), r.id, ALICE, "reject", comment="wrong shop"))
+    reviewer("sensor_reject", lambda r: decide(get_store(), r.id, ALICE, "reject", comment="wrong [shop](x)"))
     run = dag.test()
     assert states(run) == {"draft": "success", "draft__approval": "skipped", "send": "skipped"}
     assert run.state == "success"
     assert "sensor_reject" not in sensor_dags.RECEIVED
+    note = run_note("sensor_reject", run.run_id)
+    assert note.startswith("Rejected at step draft by alice at ") and note.endswith(": wrong \\[shop\\]\\(x\\)")
+
+
+def test_a_rejection_by_expiry_found_while_deciding_goes_on_the_run_note() -> None:
+    """expireAfter passes; alice's late approval is refused, the request expires (a rejection) and, as any rejection
+    the deciding process ends, the run's note says so (it did not before)."""
+    from hitl.decisions import AlreadyDecided
+
+    def late(req: ApprovalRequest) -> None:
+        time.sleep(2.5)
+        with pytest.raises(AlreadyDecided, match="expired"):
+            decide(get_store(), req.id, ALICE, "approve")
+
+    dag = build_dag("sensor_expire")
+    reviewer("sensor_expire", late)
+    run = dag.test()
+    assert states(run)["draft__approval"] == "skipped" and run.state == "success"
+    note = run_note("sensor_expire", run.run_id)  # Markdown: the actor's colon is escaped, shown as written
+    assert note.startswith("Rejected at step draft by hitl\\:expiry at ") and "no decision within 2s" in note
 
 
 class RetriedTry:

@@ -7,7 +7,7 @@ ends the parked gate at once where it can (``hitl.gate_end.DirectRoute``).
 Three decisions: approve (maybe with an edit), reject (with a reason), and request changes (with
 feedback, while the gate's ``maxRevisions`` allows): the request closes as ``changes_requested``,
 never approved, and the gated step runs again in the same DAG run with the feedback
-(``hitl.gate_end.StepRerun``); its new draft is the gate's next request.
+(``hitl.rerun.StepRerun``); its new draft is the gate's next request.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from typing import Any, Literal
 
 from hitl.access import Action as AccessAction
 from hitl.access import Refusal, access, closed_message, not_found
-from hitl.gate_end import DirectRoute, GateNotWaiting, RerunUnavailable, StepRerun
+from hitl.gate_end import DirectRoute
 from hitl.identity import Reviewer
 from hitl.metrics import metrics
 from hitl.outputs import field_errors, sendable_errors
 from hitl.policy import Verdict
+from hitl.rerun import GateNotWaiting, RerunUnavailable, StepRerun
 from hitl.store import APPROVED, CHANGES_REQUESTED, PENDING, REJECTED, ApprovalRequest, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,7 @@ def decide(
     metrics.decided(current, channel)
     if verdict is not None:
         metrics.policy(verdict, human=human_outcome(current))
-    ended = DirectRoute.end(current)
-    if current.status == REJECTED:
-        _note_rejection_on_run(current)
+    ended = DirectRoute.end(current)  # a rejection also goes on the run's note there
     how = "the gate task ended at once" if ended else "its trigger ends the gate task"
     return Outcome(current, True, f"request {req.id} {current.status} by {reviewer.name}; {how}", ended)
 
@@ -442,26 +441,3 @@ def decide_by_policy(store: Store, req: ApprovalRequest, verdict: Verdict) -> Ou
 
 class _NotWritten(Exception):
     """The change request lost its race (or the deadline passed): the clearing is rolled back."""
-
-
-def _note_rejection_on_run(req: ApprovalRequest) -> None:
-    """Best effort: put who rejected, when and why on the DAG run's note, where this process may use Airflow's DB.
-
-    Channels run in the api-server or the CLI, which may; task and trigger code may not.
-    """
-    try:
-        from airflow.models.dagrun import DagRun
-        from airflow.utils.session import create_session
-
-        from hitl.markdown import md_text
-
-        with create_session() as session:
-            run = session.query(DagRun).filter(DagRun.dag_id == req.dag_id, DagRun.run_id == req.run_id).one_or_none()
-            if run is not None:
-                when = req.decided_at.strftime("%Y-%m-%d %H:%M UTC") if req.decided_at else ""
-                # Airflow renders the note as Markdown: the reason is literal text (no link, image or HTML)
-                run.note = f"Rejected at step {req.step_id} by {md_text(req.decided_by)} at {when}: " + md_text(
-                    req.comment or "", limit=1000
-                )
-    except Exception as exc:  # the decision stands whatever happens here
-        log.debug("could not set the run note: %s", exc)

@@ -24,7 +24,7 @@ from hitl.native import ReviewLink
 from hitl.outputs import detect_kind, summarize
 
 # A gate that starts while the decision store is down retries instead of failing its run:
-# after about 15 s, 30 s, 1 min, 2 min, 4 min (a closed request is never retried: see _closed).
+# after about 15 s, 30 s, 1 min, 2 min, 4 min (a closed request is never retried: see _end).
 GATE_RETRIES = 5
 GATE_RETRY_DELAY = timedelta(seconds=15)
 
@@ -74,7 +74,7 @@ class ApprovalSensor(BaseOperator):
 
     def execute(self, context: Any) -> Any:
         from hitl.metrics import metrics
-        from hitl.store import APPROVED, PENDING, GateRequest, get_store, utcnow
+        from hitl.store import PENDING, GateRequest, get_store, utcnow
         from hitl.upstream import output_of
 
         ti = context["ti"]
@@ -115,11 +115,8 @@ class ApprovalSensor(BaseOperator):
             req = store.get(req.id) or req
             if closed:
                 metrics.decided(req, "expiry")
-        if req.status == APPROVED:
-            self.log.info("Already approved by %s at %s", req.decided_by, req.decided_at)
-            return req.final_output
         if req.status != PENDING:
-            return self._closed(req)
+            return self._end(req)
         self._warn_without_monitor(store, req)
         self._defer(req.id, req, context)
 
@@ -215,22 +212,30 @@ class ApprovalSensor(BaseOperator):
         except Exception as exc:
             self.log.warning("Notifying approvers of request %s failed: %s", req.id, exc)
 
-    def _closed(self, req: Any) -> None:
-        """Rejected or expired: skip (downstream does not run, the run is not failed). Timed out: fail, no retry."""
+    def _end(self, req: Any) -> Any:
+        """End this try as the stored request says (``hitl.gate_end.ENDINGS``, the table every route reads):
+        the approved output; a skip (rejected: the steps after it do not run, the run is not failed); a failure
+        without retries (timed out; or changes requested that this gate still sees, the re-run not done)."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from hitl.store import CHANGES_REQUESTED, TIMED_OUT
+        from hitl.gate_end import Ending, ending_of
 
+        how = ending_of(req.status)
+        if how is Ending.SUCCEED:
+            self.log.info("Approved by %s at %s", req.decided_by, req.decided_at)
+            return req.final_output
         self.log.info(
             "%s by %s at %s. Reason: %s", req.status.capitalize(), req.decided_by, req.decided_at, req.comment
         )
-        if req.status == TIMED_OUT:
+        if how is Ending.FAIL:
             raise AirflowFailException(f"approval request {req.id} {req.comment}")
-        if req.status == CHANGES_REQUESTED:  # the decider clears the step and this gate; reaching here means it did not
+        if how is Ending.RERUN:  # the decider clears the step and this gate; reaching here means it did not
             raise AirflowFailException(
                 f"changes were requested on approval request {req.id} by {req.decided_by}, but step {self.step_id} "
                 f"was not re-run: clear task {self.step_id} (with downstream) to make the next draft"
             )
+        if how is Ending.WAIT:  # never reached: the callers park a pending request themselves
+            raise RuntimeError(f"approval request {req.id} is still pending")
         raise AirflowSkipException(f"{req.status.capitalize()} by {req.decided_by} at {req.decided_at}: {req.comment}")
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
@@ -244,7 +249,7 @@ class ApprovalSensor(BaseOperator):
 
     def _timed_out(self, context: Any) -> Any:
         from hitl.metrics import metrics
-        from hitl.store import APPROVED, PENDING, get_store, utcnow
+        from hitl.store import PENDING, get_store, utcnow
 
         ti = context["ti"]
         store = get_store()
@@ -259,9 +264,7 @@ class ApprovalSensor(BaseOperator):
             req = store.get(req.id) or req
             if closed:
                 metrics.decided(req, "expiry")
-        if req.status == APPROVED:  # decided in the last moment before the timeout
-            return req.final_output
-        return self._closed(req)
+        return self._end(req)  # approved in the last moment before the timeout, or timed out now
 
     def execute_complete(self, context: Any, event: Any = None, request_id: int | None = None) -> Any:
         """Back on a worker: the request was superseded, or the trigger ran inline (``dag.test()``).
@@ -271,7 +274,7 @@ class ApprovalSensor(BaseOperator):
         case ends the same way.
         """
         from hitl.native import native_answer
-        from hitl.store import APPROVED, PENDING, get_store
+        from hitl.store import PENDING, get_store
 
         answer = native_answer(event)  # an answer on Airflow's Required Actions page: refused below, never counted
         if isinstance(event, dict) and event.get("request_id"):
@@ -291,11 +294,8 @@ class ApprovalSensor(BaseOperator):
             raise RuntimeError(f"no approval request for {ti.dag_id}/{ti.run_id}/{ti.task_id} in the decision store")
         if request_id is not None and current.id != request_id:
             self.log.info("Approval request %s was superseded by %s", request_id, current.id)
-        if current.status == APPROVED:
-            self.log.info("Approved by %s at %s", current.decided_by, current.decided_at)
-            return current.final_output
         if current.status != PENDING:
-            return self._closed(current)
+            return self._end(current)
         if answer is not None:
             from hitl.native import refuse
 

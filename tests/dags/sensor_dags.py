@@ -22,11 +22,15 @@ def send(ti: Any) -> None:
     RECEIVED[ti.dag_id] = approved_output("draft__approval", step_id="draft")
 
 
-for dag_id in ("sensor_edit", "sensor_reject", "sensor_retry"):
+for dag_id in ("sensor_edit", "sensor_reject", "sensor_retry", "sensor_expire"):
     with DAG(dag_id, schedule=None, catchup=False) as dag:
         step = PythonOperator(task_id="draft", python_callable=draft)
         gate = ApprovalSensor(
-            task_id="draft__approval", step_id="draft", approvers=[{"userId": "alice"}], poll_interval=0.1
+            task_id="draft__approval",
+            step_id="draft",
+            approvers=[{"userId": "alice"}],
+            poll_interval=0.1,
+            expire_after=2 if dag_id == "sensor_expire" else None,
         )
         step >> gate >> PythonOperator(task_id="send", python_callable=send)
     globals()[dag_id] = dag
