@@ -186,3 +186,40 @@ class FakeSlack:
 
     def posted(self, path: str) -> list[Any]:
         return [body for p, body in self.calls if p == path]
+
+
+def run_hitl(*args: str, env: dict[str, str] | None = None) -> Any:
+    """``python -m hitl ARGS`` in this process (``hitl.cli.main``): its exit code, stdout and stderr.
+
+    As a ``subprocess.CompletedProcess``, so a test reads it as it would a real run; ``env`` is set for the call
+    only, and the log levels the CLI sets for itself are put back. A few tests still run the real interpreter
+    (a traceback, an import-time failure): this is for the many that check what the CLI says and exits with.
+    """
+    import contextlib
+    import io
+    import logging
+    import os
+    import subprocess
+
+    from hitl.cli import main
+
+    names = ("hitl", "airflow", "alembic")
+    levels = {name: logging.getLogger(name).level for name in names}
+    saved = {key: os.environ.get(key) for key in (env or {})}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    return subprocess.CompletedProcess(["python", "-m", "hitl", *args], code, out.getvalue(), err.getvalue())

@@ -11,23 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from helpers import gate
+from helpers import gate, run_hitl
 from hitl.cli import build_parser
 from hitl.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+USERS = "alice:user,bob:user,root:admin"
+
+
 @pytest.fixture
 def cli(sqlite_store: Store):  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
-        "AIRFLOW__HITL__STORE_URL": sqlite_store.url,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:user,bob:user,root:admin",
-    }
+    env = {"AIRFLOW__HITL__STORE_URL": sqlite_store.url, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS}
 
     def run(*args: str) -> tuple[int, str, str]:
-        out = subprocess.run([sys.executable, "-m", "hitl", *args], capture_output=True, text=True, env=env, cwd=REPO)
+        out = run_hitl(*args, env=env)
         last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
         if args[:2] == ("approvals", "list"):
             last = out.stdout
@@ -91,11 +90,15 @@ def test_admin_from_simple_auth_manager_roles(cli, sqlite_store: Store) -> None:
 
 
 def run_cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AIRFLOW__HITL__STORE_URL": store_url,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:user,bob:user,root:admin",
-    }
+    """The CLI on ``store_url``, in this process (``helpers.run_hitl``)."""
+    return run_hitl(
+        *args, env={"AIRFLOW__HITL__STORE_URL": store_url, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS}
+    )
+
+
+def run_cli_process(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as a real process: for what only a whole interpreter shows (no traceback reaches the terminal)."""
+    env = {**os.environ, "AIRFLOW__HITL__STORE_URL": store_url, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS}
     env.pop("HITL_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "hitl", *args], capture_output=True, text=True, env=env, cwd=REPO)
 
@@ -153,7 +156,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(
     ids=["postgres-closed-port", "sqlite-under-a-file", "sqlite-a-directory"],
 )
 def test_store_down_is_one_line_and_exit_3(url: str, args: tuple[str, ...]) -> None:
-    out = run_cli(url, *args)
+    out = run_cli_process(url, *args)  # a real interpreter: nothing but the line reaches the terminal
     line = one_line_error(out)
     assert out.returncode == 3 and line.startswith("the decision store is unavailable")
     assert "secret" not in line
