@@ -113,7 +113,7 @@ class Settings:
     outbox_dir: Path
     secret_key: str
     # webResearch: hosts, addresses and CIDRs (each optionally :port) it may fetch although they are not
-    # public (loopback, private, ...); see hitl.steps.web_research. Empty: public web sites only.
+    # public (loopback, private, ...); see hitl.steps.address_policy. Empty: public web sites only.
     web_research_allow: str = ""
     # webResearch: at most this many bytes of a page's (decompressed) body are read.
     web_research_max_bytes: int = 2_000_000

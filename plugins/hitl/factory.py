@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hitl.settings import setting
-from hitl.spec.loader import LoadedSpec, StepSpec, load_specs, step_ancestors
+from hitl.spec.loader import LoadedSpec, StepSpec, load_specs
+from hitl.spec.step_graph import step_ancestors
 from hitl.steps.operator import GATE_SUFFIX
 
 log = logging.getLogger(__name__)

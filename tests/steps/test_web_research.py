@@ -15,7 +15,7 @@ import pytest
 
 from helpers import LoopbackServer
 from hitl.steps import web_research
-from hitl.steps.web_research import Guard, ResearchError, parse_allow, refusal_reason
+from hitl.steps.address_policy import Guard, ResearchError, parse_allow, refusal_reason
 
 PAGE = b"""<html><head><title>Rosie's Bakery</title>
 <meta name="description" content="Family bakery since 1998."></head>

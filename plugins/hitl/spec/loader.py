@@ -34,25 +34,20 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from hitl.spec import safe_yaml
+from hitl.spec.messages import MEANT, KeyPath, describe, format_path, pydantic_message
 from hitl.spec.schema import (
     MAX_PARAMS,
     MAX_STEPS,
     STEP_CONFIGS,
-    AiActionConfig,
-    Approver,
     Conditions,
-    EmailTemplate,
     Next,
-    Notify,
-    SlackNotify,
     Step,
     WorkflowSpec,
     duration_seconds,
     parse_start_date,
 )
-from hitl.spec.suggest import normal as _normal
+from hitl.spec.step_graph import GATE_SUFFIX, check_coverage, check_links, check_policies, check_task_ids
 from hitl.spec.suggest import suggest
-from hitl.steps import output_kind
 
 if TYPE_CHECKING:
     from hitl.policy import GatePolicy
@@ -90,15 +85,12 @@ SCHEDULE_PRESETS = (
 )
 UNSUPPORTED_PRESETS = {"@continuous": "the DAG factory does not support @continuous (Airflow needs max_active_runs 1)"}
 STEP_REF = re.compile(r"\bsteps\.([A-Za-z0-9_][A-Za-z0-9_-]*)\b")
-GATE_SUFFIX = "__approval"  # = hitl.steps.operator.GATE_SUFFIX (not imported here: it pulls in Airflow)
 # DAG ids the factory makes itself (= hitl.factory.MONITOR_DAG_ID and INVALID_PREFIX): a spec
 # using one would replace the monitor, or be confused with a broken spec's stand-in.
 RESERVED_DAG_IDS = ("hitl_monitor",)
 RESERVED_PREFIXES = ("hitl_invalid__",)
 MAX_ERRORS = 100  # per file; the rest are counted in one last line
 MAX_PARAM_CHECKS = 1000  # params x steps: Airflow validates each param once per task when storing the DAG
-
-KeyPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -125,7 +117,7 @@ class GateSpec:
     escalate_to: list[dict[str, str]] = field(default_factory=list)
     expire_after: int | None = None
     max_revisions: int = 3
-    raw_policy: Any = None  # checked and parsed after every step is known (_check_policies)
+    raw_policy: Any = None  # checked and parsed after every step is known (check_policies)
     policy: GatePolicy | None = None
 
 
@@ -165,140 +157,6 @@ class LoadedSpec:
         return not self.errors and self.spec is not None
 
 
-def format_path(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict | list) and len(value) > 20:
-        return f"a {type(value).__name__} of {len(value)} items"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _keys(model: type[BaseModel] | None) -> list[str]:
-    fields = getattr(model, "model_fields", {})
-    return sorted(info.alias or name for name, info in fields.items())
-
-
-# Where a key that is unknown at one place belongs instead, per model it was found in.
-_ELSEWHERE: dict[Any, list[tuple[str, Any]]] = {
-    WorkflowSpec: [("in a step (under steps)", Step), ("under a step's next.conditions", Conditions)],
-    Step: [
-        ("under next.conditions", Conditions),
-        ("under next", Next),
-        ("under config", "config"),
-        ("at the top level of the spec", WorkflowSpec),
-    ],
-    Next: [("under next.conditions", Conditions), ("on the step itself, not under next", Step)],
-    Conditions: [("under next, one level up", Next), ("on the step itself", Step)],
-    Notify: [("under notify.slack", SlackNotify)],
-    SlackNotify: [("under notify, one level up", Notify)],
-    EmailTemplate: [("under config, one level up", AiActionConfig)],
-    Approver: [("under next.conditions", Conditions)],
-    "config": [("on the step itself, not in its config", Step), ("under next.conditions", Conditions)],
-}
-
-
-def _unknown_key_message(key: str, model: type[BaseModel] | None, present: set[str], step_type: str | None) -> str:
-    known = [k for k in _keys(model) if k not in present]
-    close = suggest(key, known)
-    if close is not None and _normal(close) == _normal(key):
-        return f"unknown key {key!r} (did you mean {close!r}?)"
-    table = _ELSEWHERE.get("config" if model in STEP_CONFIGS.values() else model, [])
-    for where, other in table:
-        other_model = STEP_CONFIGS.get(step_type or "") if other == "config" else other
-        if key in _keys(other_model):
-            return f"unknown key {key!r} here: it belongs {where}"
-    if close is not None:
-        return f"unknown key {key!r} (did you mean {close!r}?)"
-    given = suggest(key, sorted(present & set(_keys(model))))
-    if given is not None:
-        return f"unknown key {key!r} (a second {given!r}? that key is already given)"
-    return f"unknown key {key!r} (known keys: {', '.join(_keys(model))})"
-
-
-def _model_at(model: type[BaseModel], loc: KeyPath) -> type[BaseModel] | None:
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        info = getattr(current, "model_fields", {}).get(part)
-        if info is None:
-            info = next((i for i in getattr(current, "model_fields", {}).values() if i.alias == part), None)
-        if info is None:
-            return None
-        annotation = info.annotation
-        args = getattr(annotation, "__args__", ())
-        candidates = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not candidates:
-            return None
-        current = candidates[0]
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _at(data: Any, loc: KeyPath) -> Any:
-    for part in loc:
-        if isinstance(part, int) and isinstance(data, list) and 0 <= part < len(data):
-            data = data[part]
-        elif isinstance(part, str) and isinstance(data, dict):
-            data = data.get(part)
-        else:
-            return None
-    return data
-
-
-_EXPECTED = {
-    "bool_type": "must be true or false",
-    "string_type": "must be a string",
-    "int_type": "must be a whole number",
-    "float_type": "must be a number",
-    "list_type": "must be a list",
-    "dict_type": "must be a mapping",
-    "model_type": "must be a mapping",
-    "model_attributes_type": "must be a mapping",
-}
-
-
-def _message(err: Any, model: type[BaseModel], data: Any, step_type: str | None) -> tuple[KeyPath, str]:
-    loc: KeyPath = tuple(err["loc"])
-    kind = err["type"]
-    value = err.get("input")
-    if kind == "missing":
-        return loc, "is required"
-    if kind == "extra_forbidden":
-        key = str(loc[-1])
-        parent = _at(data, loc[:-1])
-        where = _model_at(model, loc[:-1])
-        present = {k for k in _keys(where) if k in parent} if isinstance(parent, dict) else set()
-        return loc, _unknown_key_message(key, where, present, step_type)
-    expected = _EXPECTED.get(kind)
-    if expected:
-        return loc, f"{expected}, got {_describe(value)}"
-    if kind == "literal_error":
-        return loc, f"must be one of {err['ctx']['expected']}, got {_describe(value)}"
-    if kind == "string_pattern_mismatch":
-        what = "an email address" if loc and loc[-1] == "email" else f"text matching {err['ctx']['pattern']}"
-        return loc, f"must be {what}, got {_describe(value)}"
-    if kind == "value_error":
-        return loc, str(err["ctx"]["error"])
-    if kind == "too_long":
-        count = len(value) if isinstance(value, dict | list) else err["ctx"].get("actual_length")
-        return loc, f"has {count:,} items; at most {err['ctx']['max_length']} are allowed"
-    if kind == "string_too_long":
-        return loc, f"must be at most {err['ctx']['max_length']} characters, got {len(value):,}"
-    return loc, f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_describe(value)}"
-
-
-_MEANT = re.compile(r"\(did you mean '([^']+)'\?")
-
-
 class _Checker:
     """Collects a file's errors: the first MAX_ERRORS in full, the rest only counted (a file of
     50,000 mistakes must not cost 50,000 suggestions)."""
@@ -331,13 +189,13 @@ class _Checker:
             budget = max(MAX_ERRORS - len(self.errors), 0)  # no suggestions computed past the cap: only counted
             self.more += max(len(errors) - budget, 0)
             errors = errors[:budget]
-            found = [_message(err, model, data, step_type) for err in errors]
+            found = [pydantic_message(err, model, data, step_type) for err in errors]
             # A misspelt required key is one mistake, not two: "unknown key 'too' (did you mean 'to'?)" says it,
             # and the "to: is required" it causes is folded into that line.
             missing = {loc for (loc, _), err in zip(found, errors, strict=True) if err["type"] == "missing"}
             folded: set[KeyPath] = set()
             for i, (loc, msg) in enumerate(found):
-                meant = _MEANT.search(msg)
+                meant = MEANT.search(msg)
                 if meant and (*loc[:-1], meant.group(1)) in missing:
                     folded.add((*loc[:-1], meant.group(1)))
                     found[i] = (loc, msg[: meant.end()] + " it is required)" + msg[meant.end() + 1 :])
@@ -386,7 +244,7 @@ def _load(path: Path, result: LoadedSpec) -> None:
         return
     data = parsed.data
     if not isinstance(data, dict):
-        got = "nothing (the file is empty)" if data is None else _describe(data)
+        got = "nothing (the file is empty)" if data is None else describe(data)
         check.error((), f"a spec must be a mapping with id and steps, got {got}")
         result.errors = check.finish()
         return
@@ -420,7 +278,7 @@ def _load(path: Path, result: LoadedSpec) -> None:
     first_use: dict[str, int] = {}
     for i, raw in enumerate(raw_steps):
         if not isinstance(raw, dict):
-            check.error(("steps", i), f"a step must be a mapping with id and type, got {_describe(raw)}")
+            check.error(("steps", i), f"a step must be a mapping with id and type, got {describe(raw)}")
             continue
         raw_type = raw.get("type") if isinstance(raw.get("type"), str) else None
         step = check.model(Step, raw, ("steps", i), step_type=raw_type)
@@ -442,10 +300,10 @@ def _load(path: Path, result: LoadedSpec) -> None:
         ids[step.id] = i
         steps.append(checked)
 
-    _check_links(check, steps, ids, declared)
-    _check_coverage(check, steps, ids)
-    _check_policies(check, steps, ids, set(params) if isinstance(params, dict) else set())
-    _check_task_ids(check, steps, raw_steps)
+    check_links(check, steps, ids, declared)
+    check_coverage(check, steps, ids)
+    check_policies(check, steps, ids, set(params) if isinstance(params, dict) else set())
+    check_task_ids(check, steps, raw_steps)
     if check.errors:  # keys a quote left open swallowed are missing: say where that quote opens
         for late in parsed.late_quotes:
             check.error(late.path, late.message(), late.opened)
@@ -481,12 +339,12 @@ def _check_schedule(check: _Checker, schedule: Any, start: datetime | None) -> N
         if schedule not in SCHEDULE_PRESETS:
             close = difflib.get_close_matches(schedule, SCHEDULE_PRESETS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            check.error(("schedule",), f"unknown schedule preset {_describe(schedule)}{hint}")
+            check.error(("schedule",), f"unknown schedule preset {describe(schedule)}{hint}")
         return
     from croniter import croniter
 
     if len(schedule) > 200 or not croniter.is_valid(schedule):
-        check.error(("schedule",), f"not a valid cron expression or preset: {_describe(schedule)}")
+        check.error(("schedule",), f"not a valid cron expression or preset: {describe(schedule)}")
         return
     try:  # valid but never firing ("0 0 30 2 *"): Airflow would fail computing the next run
         croniter(schedule, start or datetime(2024, 1, 1, tzinfo=UTC)).get_next(datetime)
@@ -519,7 +377,7 @@ def _check_step(
             gate = _gate(check, parsed.conditions, i)
     elif raw_next is not None:
         check.error(
-            ("steps", i, "next"), f"must be a step id or a mapping with step and conditions, got {_describe(raw_next)}"
+            ("steps", i, "next"), f"must be a step id or a mapping with step and conditions, got {describe(raw_next)}"
         )
     if step is None:
         return None
@@ -567,156 +425,6 @@ def _gate(check: _Checker, cond: Conditions, i: int) -> GateSpec | None:
         max_revisions=cond.maxRevisions,
         raw_policy=cond.policy,
     )
-
-
-def _check_links(check: _Checker, steps: list[StepSpec], ids: dict[str, int], declared: set[str]) -> None:
-    for step in steps:
-        i = ids[step.id]
-        others = sorted(declared - {step.id})  # a step never links to itself: no use suggesting it
-        if step.next_step is not None and step.next_step not in declared:
-            close = suggest(step.next_step, others)
-            hint = f" (did you mean {close!r}?)" if close else ""
-            where: KeyPath = ("steps", i, "next")
-            if isinstance(_at(check.parsed.data, where), dict):
-                where = (*where, "step")
-            check.error(where, f"next step {step.next_step!r} does not exist{hint}")
-        for ref in step.refs:
-            if ref not in declared:
-                close = suggest(ref, others)
-                hint = f" (did you mean {close!r}?)" if close else ""
-                check.error(("steps", i, "config"), f"refers to the output of unknown step {ref!r}{hint}")
-            elif ref == step.id:
-                check.error(("steps", i, "config"), "a step cannot use its own output")
-    # Cycles over next links and output references together (both become task dependencies).
-    edges: dict[str, set[str]] = {s.id: set() for s in steps}
-    for step in steps:
-        if step.next_step in edges:
-            edges[step.id].add(step.next_step)
-        for ref in step.refs:
-            if ref in edges and ref != step.id:
-                edges[ref].add(step.id)
-    # Iterative depth-first search: a spec may have thousands of steps, more than Python's stack.
-    state: dict[str, int] = {}
-    for root in steps:
-        if root.id in state:
-            continue
-        state[root.id] = 1
-        trail = [root.id]
-        stack = [iter(sorted(edges[root.id]))]
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[trail.pop()] = 2
-                stack.pop()
-                continue
-            if state.get(nxt) == 1:
-                node = trail[-1]
-                cycle = [*trail[trail.index(nxt) :], nxt]
-                check.error(("steps", ids[node], "next"), f"cycle: {' -> '.join(cycle)}")
-            elif nxt not in state:
-                state[nxt] = 1
-                trail.append(nxt)
-                stack.append(iter(sorted(edges[nxt])))
-
-
-def step_ancestors(steps: list[StepSpec]) -> dict[str, set[str]]:
-    """Step id -> every step upstream of it (by ``next`` or by using its output), transitively; cycle-safe."""
-    by_id = {s.id: s for s in steps}
-    parents: dict[str, set[str]] = {s.id: {r for r in s.refs if r in by_id} for s in steps}
-    for step in steps:
-        if step.next_step in by_id:
-            parents[step.next_step].add(step.id)
-    found: dict[str, set[str]] = {}
-    for step in steps:
-        seen: set[str] = set()
-        todo = list(parents[step.id])
-        while todo:
-            node = todo.pop()
-            if node not in seen:
-                seen.add(node)
-                todo.extend(parents.get(node, ()))
-        found[step.id] = seen - {step.id}
-    return found
-
-
-def _check_coverage(check: _Checker, steps: list[StepSpec], ids: dict[str, int]) -> None:
-    """Every value a step after a gate reads is covered by an approval (``hitl.guard`` checks it at run time).
-
-    A step after a gate may read: a reviewed step's output (the approved one, from the store); an ungated step
-    upstream of a reviewed step (the gate's request binds its output, shown to the reviewer); or a step that itself
-    runs after a gate (its output is recorded when it finishes and checked when read). Anything else (an ungated
-    step on a parallel branch) no approval could cover: a changed value would be acted on unseen, so it is refused.
-    """
-    gated = {s.id for s in steps if s.gate is not None}
-    if not gated:
-        return
-    above = step_ancestors(steps)
-    for step in steps:
-        gates = sorted(g for g in above[step.id] if g in gated)
-        if not gates:
-            continue
-        for ref in step.refs:
-            if ref not in above or ref in gated or ref == step.id:
-                continue
-            if any(ref in above[g] for g in gates) or any(g in above[ref] for g in gates):
-                continue
-            check.error(
-                ("steps", ids[step.id], "config"),
-                f"step {step.id!r} acts after the approval of step {gates[0]!r} but reads the output of step {ref!r},"
-                " which no approval covers (it is neither reviewed, nor upstream of a reviewed step, nor after one):"
-                f" gate {ref!r}, or make {gates[0]!r} use it or follow it",
-            )
-
-
-def _check_policies(check: _Checker, steps: list[StepSpec], ids: dict[str, int], params: set[str]) -> None:
-    """Parse each gate's policy against what it may read: the gated output, the steps before it, the params."""
-    from hitl.policy import GatePolicy, PolicyError, Shapes
-
-    gated = [s for s in steps if s.gate is not None and s.gate.raw_policy is not None]
-    if not gated:
-        return
-    parents: dict[str, set[str]] = {s.id: set(s.refs) for s in steps}
-    for step in steps:
-        if step.next_step:
-            parents.setdefault(step.next_step, set()).add(step.id)
-    kinds = {s.id: output_kind(s.type, s.config) if s.type in STEP_CONFIGS else None for s in steps}
-    for step in gated:
-        assert step.gate is not None
-        earlier: set[str] = {step.id}
-        todo = [step.id]
-        while todo:
-            for parent in parents.get(todo.pop(), ()):
-                if parent not in earlier and parent in kinds:
-                    earlier.add(parent)
-                    todo.append(parent)
-        shapes = Shapes(
-            gated_kind=kinds[step.id],
-            earlier={s: kinds[s] for s in earlier},
-            params=frozenset(str(p) for p in params),
-            later=frozenset(kinds) - earlier,
-        )
-        prefix: KeyPath = ("steps", ids[step.id], "next", "conditions", "policy")
-        try:
-            step.gate.policy = GatePolicy.parse(step.gate.raw_policy, shapes)
-        except PolicyError as exc:
-            for path, message in exc.errors:
-                check.error((*prefix, *path), message)
-
-
-def _check_task_ids(check: _Checker, steps: list[StepSpec], raw_steps: list[Any]) -> None:
-    """A gated step adds a task ``<id>__approval``: no other step may have that id (Airflow refuses duplicates)."""
-    taken = {
-        raw["id"]: i for i, raw in enumerate(raw_steps) if isinstance(raw, dict) and isinstance(raw.get("id"), str)
-    }
-    for step in steps:
-        if step.gate is None:
-            continue
-        gate_id = step.id + GATE_SUFFIX
-        if gate_id in taken:
-            check.error(
-                ("steps", taken[gate_id], "id"),
-                f"step id {gate_id!r} is taken by the approval gate of step {step.id!r}: choose another id",
-            )
 
 
 def spec_files(paths: list[Path]) -> list[Path]:
