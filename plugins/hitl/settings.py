@@ -1,7 +1,7 @@
 """Every ``[hitl]`` setting, declared once with its default and description, the way Airflow's providers declare theirs.
 
 **Where a setting is declared**: here, and only here. ``setting(key)`` reads one (its ``AIRFLOW__HITL__<KEY>`` env
-var, else airflow.cfg, else the default below, through ``hitl.config.conf_get``, which needs no Airflow import);
+var, else airflow.cfg, else the default below, through ``hitl.airflow_config.conf_get``, which needs no Airflow import);
 an undeclared key is a ``KeyError``, so a typo cannot silently read a default. ``provider_info()`` hands the same
 declarations to Airflow (the ``apache_airflow_provider`` entry point), so ``airflow config list`` and Airflow's
 configuration reference show them with their defaults.
@@ -131,7 +131,7 @@ BY_KEY = {s.key: s for s in SETTINGS}
 
 def setting(key: str) -> str:
     """``[hitl] key`` as configured, else its declared default (``KeyError`` for a key declared nowhere)."""
-    from hitl.config import conf_get
+    from hitl.airflow_config import conf_get
 
     return conf_get(SECTION, key, BY_KEY[key].default)
 
