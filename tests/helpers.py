@@ -9,7 +9,7 @@ def gate(**overrides: Any) -> Any:
     """A GateRequest for an email draft, as the sensor would make it."""
     from hitl.store import GateRequest
 
-    values = {
+    values: dict[str, Any] = {
         "dag_id": "outreach",
         "run_id": "manual__1",
         "step_id": "draft_email",

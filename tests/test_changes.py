@@ -411,7 +411,7 @@ def _add_run(session: Any, *, mapped: bool, gate_state: str = "deferred", parked
     for i in items:
         rows += [("draft_email", i, "success", None), ("send_email", i, None, None)]
         deferred = i == (3 if mapped else -1)
-        rows.append((GATE, i, gate_state if deferred else "deferred", {"request_id": parked_on if deferred else 99}))
+        rows.append((GATE, i, gate_state if deferred else "deferred", {"request_id": parked_on if deferred else 99}))  # type: ignore[arg-type]
     for task_id, map_index, state, kwargs in rows:
         session.execute(
             insert(TaskInstance.__table__).values(
@@ -952,7 +952,7 @@ def test_a_change_request_that_deadlocks_with_a_simultaneous_one_is_already_deci
     assert final is not None and final.status == CHANGES_REQUESTED and final.comment == "first"
     assert [e.event for e in store.history(req.id)].count("changes_requested") == 0  # the winner wrote no audit here
     with setup.connect() as conn:
-        states = dict(conn.execute(text("SELECT task_id, state FROM task_instance")).all())  # type: ignore[arg-type]
+        states = dict(conn.execute(text("SELECT task_id, state FROM task_instance")).all())  # type: ignore[arg-type, var-annotated]
     assert states["draft_email"] == "success" and states[GATE] == "skipped"  # the loser cleared nothing
     for engine in (loser, winner_engine, setup):
         engine.dispose()

@@ -79,7 +79,7 @@ def test_list_json_and_decide(cli, sqlite_store: Store) -> None:  # type: ignore
     assert code == 0 and out.startswith(f"request {req.id} approved by alice; ")
     code, _, err = cli("approvals", "reject", str(req.id), "--user", "alice", "--reason", "late")
     assert code == 1 and err.startswith("already decided by alice at ")
-    assert sqlite_store.get(req.id).edited_output["subject"] == "New"  # type: ignore[union-attr]
+    assert sqlite_store.get(req.id).edited_output["subject"] == "New"  # type: ignore[index, union-attr]
 
 
 def test_admin_from_simple_auth_manager_roles(cli, sqlite_store: Store) -> None:  # type: ignore[no-untyped-def]

@@ -173,7 +173,7 @@ def test_at_most_twenty_names_of_a_comment_are_looked_up(store: Store, monkeypat
 
     looked_up: list[str] = []
     real = hitl.comments.known_user
-    monkeypatch.setattr(hitl.comments, "known_user", lambda name, dag: looked_up.append(name) or real(name, dag))
+    monkeypatch.setattr(hitl.comments, "known_user", lambda name, dag: looked_up.append(name) or real(name, dag))  # type: ignore[func-returns-value]
     req, _ = store.record_request(gate())
     body = " ".join(f"@x{i}" for i in range(600))[:2000] + " @bob"
     assert add_comment(store, req.id, VIC, body[:2000]).mentions == []

@@ -85,7 +85,7 @@ def test_edit_and_approve_keeps_original_and_edit(sqlite_store: Store) -> None:
     edited = dict(req.output, subject="Better subject")
     outcome = decide(sqlite_store, req.id, ALICE, "approve", edited_output=edited)
     assert outcome.request.output["subject"] == "Hello"
-    assert outcome.request.edited_output["subject"] == "Better subject"
+    assert outcome.request.edited_output["subject"] == "Better subject"  # type: ignore[index]
     assert outcome.request.final_output == edited
     assert sqlite_store.history(req.id)[-1].event == "edited"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import update
 
@@ -13,7 +15,7 @@ from hitl.store import Store
 from hitl.store.schema import approval_request
 
 ALICE = Reviewer("alice")
-WHERE = {"dag_id": "outreach", "run_id": "manual__1", "gate_task_id": "draft_email__approval"}
+WHERE: dict[str, Any] = {"dag_id": "outreach", "run_id": "manual__1", "gate_task_id": "draft_email__approval"}
 
 
 def _refusals(store: Store, request_id: int | None = None) -> list[dict]:
@@ -134,7 +136,7 @@ def test_a_chained_output_must_be_what_its_step_returned(store: Store) -> None:
 
     req, _ = store.record_request(gate())
     decide(store, req.id, Reviewer("alice", roles=frozenset({"user"})), "approve")
-    where = {"dag_id": "outreach", "run_id": "manual__1"}
+    where: dict[str, Any] = {"dag_id": "outreach", "run_id": "manual__1"}
     final = {"to": "pat@example.com", "text": "Hello"}
     with pytest.raises(GateNotApproved, match="never recorded after its approval"):
         check_recorded_output(**where, step_task_id="finalize", value=final, acting_task="send", store=store)

@@ -82,11 +82,11 @@ def test_an_expired_gate_skips_downstream(sqlite_store: Store) -> None:
         try:
             return await asyncio.wait_for(agen.__anext__(), 10)
         finally:
-            await agen.aclose()
+            await agen.aclose()  # type: ignore[attr-defined]
 
     event = asyncio.run(first())
     assert isinstance(event, TaskSkippedEvent)
-    assert event.xcoms["hitl_decision"]["decided_by"] == EXPIRY_ACTOR  # type: ignore[index]
+    assert event.xcoms["hitl_decision"]["decided_by"] == EXPIRY_ACTOR  # type: ignore[call-overload, index]
 
 
 # -- the monitor's cost and its absence ---------------------------------------------------------------------
@@ -126,4 +126,4 @@ def test_the_monitor_dag_runs_once_a_day_and_a_run_by_hand_sweeps_once() -> None
 def utc(*args: int) -> Any:
     from datetime import UTC, datetime
 
-    return datetime(*args, tzinfo=UTC)
+    return datetime(*args, tzinfo=UTC)  # type: ignore[arg-type, misc]

@@ -85,7 +85,7 @@ def test_an_answer_on_required_actions_is_refused_with_a_pointer_and_the_gate_pa
 
     req, _ = configured.record_request(gate())
     published: list[Any] = []
-    monkeypatch.setattr(native, "publish", lambda context, r: published.append(r.id) or True)
+    monkeypatch.setattr(native, "publish", lambda context, r: published.append(r.id) or True)  # type: ignore[func-returns-value]
     sensor = ApprovalSensor(task_id=req.gate_task_id, step_id=req.step_id, approvers=[{"userId": "alice"}])
     # the task SDK's logger is structlog; a stdlib one lets caplog read the gate's log line
     monkeypatch.setattr(ApprovalSensor, "log", property(lambda self: logging.getLogger("hitl.test.gate")))

@@ -37,7 +37,7 @@ def test_a_gate_that_starts_during_an_outage_raises_a_retryable_error(dead_store
         gate.execute({"ti": ti, "dag_run": SimpleNamespace(triggering_user_name=None)})
     # Not a fail-fast or skip exception: Airflow retries it, with backoff, before the run fails.
     assert not isinstance(info.value, AirflowFailException | AirflowSkipException)
-    assert gate.retries >= 3 and gate.retry_exponential_backoff
+    assert gate.retries >= 3 and gate.retry_exponential_backoff  # type: ignore[operator]
 
 
 def test_the_watcher_logs_an_outage_once_and_keeps_waiting(caplog: pytest.LogCaptureFixture) -> None:

@@ -123,10 +123,10 @@ def test_wheel_metadata_declares_ranges_and_extras_not_dev_tools(wheel: zipfile.
     meta = email.message_from_string(_dist_info(wheel, "METADATA"))
     requires = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
     runtime = {canonicalize_name(r.name): r for r in requires if r.marker is None}
-    assert runtime["apache-airflow"].specifier == compat.SUPPORTED_AIRFLOW
+    assert runtime["apache-airflow"].specifier == compat.SUPPORTED_AIRFLOW  # type: ignore[index]
     for name in ("apache-airflow-providers-fab", "apache-airflow-providers-standard", "apache-airflow-providers-smtp"):
         assert name in runtime
-        assert any(s.operator == ">=" for s in runtime[name].specifier), name
+        assert any(s.operator == ">=" for s in runtime[name].specifier), name  # type: ignore[index]
     assert set(meta.get_all("Provides-Extra") or []) >= {"google", "slack", "postgres"}
     assert not (set(runtime) & (HEAVY | DEV_TOOLS))
     by_extra = {

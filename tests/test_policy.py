@@ -213,11 +213,11 @@ def test_a_huge_draft_is_matched_on_a_bounded_prefix() -> None:
 
 
 def test_gate_options_take_the_spec_mapping_and_refuse_a_bad_one() -> None:
-    options = GateOptions(policy={"approveWhen": {"path": "output.to", "matches": "shop"}, "mode": "enforce"})
+    options = GateOptions(policy={"approveWhen": {"path": "output.to", "matches": "shop"}, "mode": "enforce"})  # type: ignore[arg-type]
     assert isinstance(options.policy, GatePolicy) and options.policy.mode == "enforce"
     assert options.as_dict()["policy"]["mode"] == "enforce"
     with pytest.raises(PolicyError, match="must be shadow or enforce"):
-        GateOptions(policy={"approveWhen": {"path": "output.to", "matches": "x"}, "mode": "always"})
+        GateOptions(policy={"approveWhen": {"path": "output.to", "matches": "x"}, "mode": "always"})  # type: ignore[arg-type]
 
 
 # -- in a spec: checked against the steps before the gate, with the line of each error ---------------------------

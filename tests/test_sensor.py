@@ -24,7 +24,7 @@ def build_dag(dag_id: str) -> Any:
     return getattr(sensor_dags, dag_id)
 
 
-def reviewer(dag_id: str, act: Callable[[ApprovalRequest], None]) -> threading.Thread:
+def reviewer(dag_id: str, act: Callable[[ApprovalRequest], object]) -> threading.Thread:
     def run() -> None:
         store = get_store()
         for _ in range(300):

@@ -58,7 +58,7 @@ def test_approve_ends_the_task_with_the_edited_output(store: Store) -> None:
     assert isinstance(event, TaskSuccessEvent)
     assert event.xcoms is not None
     assert event.xcoms["return_value"] == edited
-    assert event.xcoms["hitl_decision"]["decided_by"] == "alice"  # type: ignore[index]
+    assert event.xcoms["hitl_decision"]["decided_by"] == "alice"  # type: ignore[call-overload, index]
 
 
 def test_reject_skips_the_task(store: Store) -> None:
@@ -72,7 +72,7 @@ def test_reject_skips_the_task(store: Store) -> None:
 
     event = asyncio.run(main())
     assert isinstance(event, TaskSkippedEvent)
-    assert event.xcoms["hitl_decision"]["comment"] == "not this one"  # type: ignore[index]
+    assert event.xcoms["hitl_decision"]["comment"] == "not this one"  # type: ignore[call-overload, index]
 
 
 def test_already_decided_fires_at_once(store: Store) -> None:
@@ -150,7 +150,7 @@ def test_an_idle_sqlite_store_is_not_queried_between_safety_looks(store: Store) 
         looked = watcher.polls
         stats: list[object] = []
         stamp = watcher._file_stamp
-        watcher._file_stamp = lambda: stats.append(1) or stamp()  # type: ignore[method-assign]
+        watcher._file_stamp = lambda: stats.append(1) or stamp()  # type: ignore[func-returns-value, method-assign]
         await wait_until(lambda: len(stats) >= 20)  # twenty looks at the file's stamp, nothing written to it
         idle = watcher.polls - looked
         await asyncio.to_thread(decide, store, req.id, ALICE, "approve")  # the write changes the file: a look

@@ -51,7 +51,7 @@ with DAG("sensor_taskflow", schedule=None, catchup=False) as sensor_taskflow:
         task_id="review", step_id="make_draft", approvers=[{"userId": "alice"}], output_kind="json", poll_interval=0.1
     )
     drafted >> review
-    deliver(review.output)
+    deliver(review.output)  # type: ignore[arg-type]
 
 
 # Gate policies (tests/test_policy_gate.py): score -> draft -> gate with a policy reading the score -> send.
@@ -70,7 +70,7 @@ for dag_id, extra in POLICY_DAGS.items():
     with DAG(dag_id, schedule=None, catchup=False) as dag:
         scored = PythonOperator(task_id="score", python_callable=score)
         step = PythonOperator(task_id="draft", python_callable=draft)
-        gate = ApprovalSensor(
+        gate = ApprovalSensor(  # type: ignore[arg-type]
             task_id="draft__approval", step_id="draft", approvers=[{"userId": "alice"}], poll_interval=0.1, **extra
         )
         scored >> step >> gate >> PythonOperator(task_id="send", python_callable=send)

@@ -54,7 +54,7 @@ def main(request_id: int) -> dict[str, Any]:
     assert not outcome.gate_ended
     os.environ["AIRFLOW__HITL__END_GATE_FROM_DECIDER"] = "true"
 
-    with settings.Session() as s:
+    with settings.Session() as s:  # type: ignore[misc]
         ti = s.scalars(
             select(TaskInstance).where(
                 TaskInstance.dag_id == req.dag_id,
@@ -66,7 +66,7 @@ def main(request_id: int) -> dict[str, Any]:
     assert state_before == "deferred" and trigger_id is not None, (state_before, trigger_id)
 
     engine = settings.engine
-    dsn = engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")
+    dsn = engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")  # type: ignore[union-attr]
     roles: dict[int, str] = {}  # thread id -> "trigger" | "direct"
     pids: dict[str, int] = {}
     locked = threading.Event()  # the direct route holds the gate's row
@@ -165,7 +165,7 @@ def main(request_id: int) -> dict[str, Any]:
     event.remove(engine, "after_cursor_execute", after)
     event.remove(engine, "commit", commit)
 
-    with settings.Session() as s:
+    with settings.Session() as s:  # type: ignore[misc]
         ti = s.scalars(
             select(TaskInstance).where(
                 TaskInstance.dag_id == req.dag_id,

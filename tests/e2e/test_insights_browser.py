@@ -104,7 +104,7 @@ def test_insights_page_in_light_and_dark_on_a_desk_and_a_phone(stack: AirflowSta
                     context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=theme)
                     page = context.new_page()
                     blocked: list[str] = []  # the page draws its charts itself: nothing from outside loopback
-                    page.on("request", lambda r, blocked=blocked: blocked.append(r.url) if not local(r.url) else None)
+                    page.on("request", lambda r, blocked=blocked: blocked.append(r.url) if not local(r.url) else None)  # type: ignore[call-overload]
                     page.goto(f"{stack.base_url}/")
                     page.locator("input[name=username]").fill("alice")
                     page.locator("input[name=password]").fill(stack.passwords()["alice"])

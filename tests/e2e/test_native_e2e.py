@@ -114,7 +114,7 @@ def test_review_link_required_actions_and_a_native_answer_refused(stack: Airflow
     assert decided["final"] is True and decided["request"]["status"] == "approved"
     assert stack.wait_run(DAG, run_id) == "success"
     assert stack.task_state(DAG, run_id, "send_email") == "success"
-    assert store.get(req.id).status == "approved" and store.get(req.id).decided_by == "alice"
+    assert store.get(req.id).status == "approved" and store.get(req.id).decided_by == "alice"  # type: ignore[union-attr]
 
 
 def goto(page: Any, url: str) -> None:

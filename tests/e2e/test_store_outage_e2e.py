@@ -158,7 +158,7 @@ def test_steps_after_a_decision_wait_out_a_store_outage_and_act_once(outage_stac
     runs = [*approved, sent_back]
     for run_id in runs:
         o.stack.trigger(DAG, {}, run_id=run_id)
-    reqs = {r: wait_for(f"{r}'s gate parked", lambda r=r: o.pending(r), 240) for r in runs}
+    reqs = {r: wait_for(f"{r}'s gate parked", lambda r=r: o.pending(r), 240) for r in runs}  # type: ignore[misc]
 
     o.proxy.down()  # from here on no Airflow component reaches the store
     for run_id in approved:
@@ -168,7 +168,7 @@ def test_steps_after_a_decision_wait_out_a_store_outage_and_act_once(outage_stac
     # Each step that needs the store started during the outage and waits for it, logged once.
     waiting = [(r, "send_email") for r in approved] + [(sent_back, "draft")]
     for run_id, task in waiting:
-        wait_for(f"{run_id}/{task} waiting for the store", lambda r=run_id, t=task: o.waiting(r, t), 240)
+        wait_for(f"{run_id}/{task} waiting for the store", lambda r=run_id, t=task: o.waiting(r, t), 240)  # type: ignore[misc]
     assert o.inbox.messages == []  # nothing acted without reading its approval
     assert all(o.stack.task_state(DAG, r, t) == "running" for r, t in waiting)
 

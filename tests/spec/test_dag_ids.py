@@ -107,7 +107,7 @@ def test_a_dagbag_of_the_folder_keeps_the_hand_written_dag_and_shows_the_spec_as
     assert Path(bag.dags[OUTREACH].fileloc).name == "outreach_by_hand.py"
     assert [t.task_id for t in bag.dags[OUTREACH].tasks] == ["hello"]
     invalid = bag.dags[f"hitl_invalid__{OUTREACH}"]
-    assert f"is the DAG id of {dags / 'outreach_by_hand.py'}:4" in invalid.doc_md
+    assert f"is the DAG id of {dags / 'outreach_by_hand.py'}:4" in invalid.doc_md  # type: ignore[operator]
 
 
 def test_cli_validate_sees_the_dags_folder(tmp_path: Path) -> None:

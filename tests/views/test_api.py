@@ -43,7 +43,7 @@ def test_list_get_and_decide_with_a_bearer_token(flask_app: Any, ui_store: Store
         f"/hitl/api/requests/{req.id}/decision", json={"action": "reject", "reason": "x"}, headers=bearer("alice")
     )
     assert again.status_code == 409 and again.get_json()["detail"].startswith("already decided by alice at ")
-    assert ui_store.get(req.id).edited_output["subject"] == "Via API"  # type: ignore[union-attr]
+    assert ui_store.get(req.id).edited_output["subject"] == "Via API"  # type: ignore[index, union-attr]
 
 
 def test_a_browser_cookie_cannot_use_the_csrf_free_api(flask_app: Any, ui_store: Store) -> None:

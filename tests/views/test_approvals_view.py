@@ -156,7 +156,7 @@ def test_edit_and_approve_then_the_page_shows_the_diff(as_user: Any, ui_store: S
         == 302
     )
     final = ui_store.get(req.id)
-    assert final is not None and final.edited_output["subject"] == "A better subject"
+    assert final is not None and final.edited_output["subject"] == "A better subject"  # type: ignore[index]
     page = review(alice, req.id)
     assert (
         'id="diff"' in page

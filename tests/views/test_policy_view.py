@@ -52,4 +52,4 @@ def test_the_api_and_the_cli_give_the_page_s_figures(
     assert shown["policy-would-decide"] == "2" and shown["policy-agreement"] == "50%"
     assert shown["policy-approve-reject"] == "1"
     links = [a["href"] for a in page.select("#policies .policy-disagreements a")]
-    assert len(links) == 1 and links[0].endswith(f"/request/{gate_figures['disagreements'][0]['request_id']}")
+    assert len(links) == 1 and links[0].endswith(f"/request/{gate_figures['disagreements'][0]['request_id']}")  # type: ignore[union-attr]

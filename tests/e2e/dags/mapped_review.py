@@ -37,6 +37,6 @@ with DAG("mapped_review", schedule=None, catchup=False) as mapped_review:
             poll_interval=0.2,
         )
         drafted >> gate
-        publish(gate.output)
+        publish(gate.output)  # type: ignore[arg-type]
 
     review_one.expand(topic=topics())
