@@ -136,6 +136,8 @@ def _fab_reviewer(*, among: Iterable[str], username: str | None = None, email: s
         users = session.query(User).filter(fab_user_filter(User, username=username, email=email)).limit(2).all()
         if len(users) != 1:  # none, or two accounts whose emails differ only in case: nobody
             return None
+        if not users[0].is_active:  # Airflow refuses a deactivated user its login: so do Slack and the CLI
+            return None
         if email is not None and not same_address(users[0].email or "", email):
             return None  # the database folded a stored non-ASCII address (PostgreSQL's lower()): not this user
         return reviewer_of(users[0], among)  # roles and permissions load while the session is open

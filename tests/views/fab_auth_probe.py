@@ -139,6 +139,20 @@ os.environ.update(
     }
 )
 by_slack, _ = get_store().record_request(gate(run_id="slack1", approvers=[{"userId": "rita"}, {"userId": "dave"}]))
+# A deactivated decider (Airflow refuses her login): Slack and the CLI refuse her too
+with app.app_context():
+    dora = sm.add_user("dora", "dora", "Test", "dora@example.com", sm.find_role("ApprovalDecider"), password="pw-dora")
+    dora.active = False
+    sm.update_user(dora)
+slack.emails["U_DORA"] = "dora@example.com"
+gone, _ = get_store().record_request(gate(run_id="dora1", approvers=[{"userId": "dora"}]))
+results["slack_dora"] = (slack_click(app, "U_DORA", "hitl_approve", gone.id, secret=SLACK_SECRET).get_json() or {}).get(
+    "text", ""
+)
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    results["cli_dora"] = [cli(["approvals", "approve", str(gone.id), "--user", "dora"]), err.getvalue().strip()]
+results["dora_status"] = get_store().get(gone.id).status  # type: ignore[union-attr]
 for name, user, number in (
     ("slack_rita", "U_RITA", by_slack.id),
     ("slack_dave_other", "U_DAVE", other.id),

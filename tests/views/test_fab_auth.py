@@ -112,3 +112,7 @@ def test_fab_roles_gate_reading_and_deciding(tmp_path: Path) -> None:
     }
     assert result["emails_outreach"] == ["dave@example.com", "rita@example.com"]
     assert result["emails_payroll"] == []  # listed, but neither may read DAG payroll: nobody is sent it
+    # A deactivated FAB user is nobody on Slack and the CLI (Airflow refuses her login)
+    assert "not linked to an Airflow user" in result["slack_dora"]
+    assert result["cli_dora"][0] == 1 and "no Airflow user named 'dora'" in result["cli_dora"][1]
+    assert result["dora_status"] == "pending"
