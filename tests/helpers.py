@@ -223,3 +223,21 @@ def run_hitl(*args: str, env: dict[str, str] | None = None) -> Any:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
     return subprocess.CompletedProcess(["python", "-m", "hitl", *args], code, out.getvalue(), err.getvalue())
+
+
+def wait_for(what: str, check: Any, timeout: float = 180, every: float = 0.5) -> Any:
+    """``check()``'s first truthy value, asked every ``every`` seconds until ``timeout``: the one wait of the tests.
+
+    A condition with a deadline, never a fixed sleep: ``TimeoutError`` names what did not happen and the last answer.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout:.0f}s (last: {last!r})")
+        time.sleep(every)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from helpers import wait_for
 from hitl.steps.email import safe_name
 from hitl.store import PENDING, Store
 from hitl_devstack import AirflowStack
@@ -28,14 +29,13 @@ def store_of(stack: AirflowStack) -> Store:
     return Store(f"sqlite:///{stack.home / 'hitl.db'}")
 
 
-def parked(stack: AirflowStack, run_id: str, timeout: float = 240) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        req = store_of(stack).current_for_gate(DAG, run_id, GATE)
-        if req is not None and req.status == PENDING and stack.task_state(DAG, run_id, GATE) == "deferred":
-            return req
-        time.sleep(0.5)
-    raise TimeoutError(f"{GATE} of {run_id} did not park within {timeout:.0f}s")
+def parked(stack: AirflowStack, run_id: str, dag_id: str = DAG) -> Any:
+    def now() -> Any:
+        req = store_of(stack).current_for_gate(dag_id, run_id, GATE)
+        deferred = req is not None and req.status == PENDING and stack.task_state(dag_id, run_id, GATE) == "deferred"
+        return req if deferred else None
+
+    return wait_for(f"{GATE} of {run_id} parked", now, timeout=240)
 
 
 def approve(stack: AirflowStack, request_id: int) -> None:
@@ -88,16 +88,6 @@ CHAINED = "chained_email"
 FINAL = {"to": "pat@example.com", "text": "Hello, our new loaves are in. See you soon."}
 
 
-def parked_chain(stack: AirflowStack, run_id: str, timeout: float = 240) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        req = store_of(stack).current_for_gate(CHAINED, run_id, GATE)
-        if req is not None and req.status == PENDING and stack.task_state(CHAINED, run_id, GATE) == "deferred":
-            return req
-        time.sleep(0.5)
-    raise TimeoutError(f"{GATE} of {run_id} did not park within {timeout:.0f}s")
-
-
 def test_a_post_gate_output_changed_before_the_action_refuses_it(stack: AirflowStack) -> None:
     """``finalize`` runs after the approval and makes the email; bob rewrites its XCom while ``pause`` runs; the
     email step finds it is not what finalize returned (recorded as it finished), refuses, audited, sends nothing."""
@@ -105,18 +95,15 @@ def test_a_post_gate_output_changed_before_the_action_refuses_it(stack: AirflowS
 
     stack.wait_for_dag(CHAINED)
     ok = stack.trigger(CHAINED, {"pause": 0}, run_id=f"chain_ok_{int(time.time())}")
-    approve(stack, parked_chain(stack, ok).id)
+    approve(stack, parked(stack, ok, CHAINED).id)
     assert stack.wait_run(CHAINED, ok) == "success"
     (message,) = sent(stack, ok)
     assert "To: pat@example.com" in message
 
     run_id = stack.trigger(CHAINED, {"pause": 60}, run_id=f"chain_tampered_{int(time.time())}")
-    req = parked_chain(stack, run_id)
+    req = parked(stack, run_id, CHAINED)
     approve(stack, req.id)
-    deadline = time.monotonic() + 180
-    while stack.task_state(CHAINED, run_id, "pause") != "running":
-        assert time.monotonic() < deadline, "pause did not start"
-        time.sleep(0.5)
+    wait_for("pause running", lambda: stack.task_state(CHAINED, run_id, "pause") == "running")
     assert store_of(stack).step_output_hash(CHAINED, run_id, "finalize", -1) == content_hash(FINAL)
     base = f"/api/v2/dags/{CHAINED}/dagRuns/{run_id}/taskInstances/finalize/xcomEntries/return_value"
     stack.api("PATCH", base, {"value": {**FINAL, "to": "bob@evil.example"}}, user="bob")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from helpers import FakeSlack
+from helpers import FakeSlack, wait_for
 from hitl_devstack import AirflowStack, free_port
 
 pytestmark = pytest.mark.e2e
@@ -46,16 +46,6 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2024, 1, 1), catchup=Fal
         task_id="draft__approval", step_id="draft", approvers=[{{"userId": "dave"}}], poll_interval=0.5
     )
 """
-
-
-def _wait(what: str, check: Any, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
 
 
 def _call(stack: AirflowStack, method: str, path: str, user: str, body: Any = None) -> tuple[int, Any]:
@@ -141,12 +131,18 @@ def test_dag_level_roles_bound_every_surface(tmp_path: Path, smtp_server: Any, m
     stack.start()
     try:
         stack.wait_healthy()
+        # The api-server syncs FAB's users into the store when it starts (no users sync command is run here)
+        from hitl.store import Store
+        from hitl.store.directory import last_synced
+
+        store = Store(f"sqlite:///{stack.home / 'hitl.db'}")
+        wait_for("the api-server's user directory sync", lambda: last_synced(store.engine))
         for dag_id in ("team_a", "team_b"):
             stack.wait_for_dag(dag_id)
             stack.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         runs = {dag_id: stack.trigger(dag_id) for dag_id in ("team_a", "team_b")}
         for dag_id, run_id in runs.items():
-            _wait(
+            wait_for(
                 f"{dag_id}'s gate parked",
                 lambda d=dag_id, r=run_id: stack.task_state(d, r, "draft__approval") == "deferred",
             )
@@ -155,7 +151,7 @@ def test_dag_level_roles_bound_every_surface(tmp_path: Path, smtp_server: Any, m
         a, b = ids["team_a"], ids["team_b"]
 
         # Notifications: dave's address from FAB (no user_emails), and only for the DAG he may read
-        _wait("team_a's email to dave", lambda: [m for m in smtp_server.messages if "team_a" in str(m["Subject"])])
+        wait_for("team_a's email to dave", lambda: [m for m in smtp_server.messages if "team_a" in str(m["Subject"])])
         assert [m["To"] for m in smtp_server.messages if "team_a" in str(m["Subject"])] == ["dave@example.com"]
         assert not [m for m in smtp_server.messages if "team_b" in str(m["Subject"])]
 

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from helpers import wait_for
 from hitl.store import Store
 from hitl.store.engine import sync_url
 from hitl_devstack import REPO, AirflowStack, free_port, fresh_postgres_database
@@ -30,17 +30,6 @@ DAG = "topology_gate"  # two cheap steps and a gate between them
 GATE = "draft__approval"
 RUNS = 50
 DOUBLE_END = Path(__file__).with_name("double_end.py")
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:.0f}s")
-        time.sleep(every)
 
 
 class PgStack:

@@ -11,13 +11,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers import wait_for
 from hitl.store import Store
 from hitl_devstack import REPO, AirflowStack, free_port
 
@@ -25,17 +25,6 @@ pytestmark = pytest.mark.e2e
 DAG = "mapped_review"
 GATE = "review_one.draft__approval"
 ITEMS = ["bread", "cakes", "coffee"]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:.0f}s")
-        time.sleep(every)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 import urllib.error
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from helpers import wait_for
 from hitl.native import NATIVE_CHANNEL, NATIVE_OPTION
 from hitl.steps.email import safe_name
 from hitl.store import ApprovalRequest, Store
@@ -27,17 +27,6 @@ ARTIFACTS = REPO / "test-artifacts"
 
 def store_of(stack: AirflowStack) -> Store:
     return Store(f"sqlite:///{stack.home / 'hitl.db'}")
-
-
-def wait_for(what: str, check: Any, timeout: float = 180, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"{what} within {timeout:.0f}s (last: {last!r})")
 
 
 def parked(stack: AirflowStack, run_id: str) -> ApprovalRequest | None:

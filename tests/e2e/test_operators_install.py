@@ -14,7 +14,6 @@ two, so the default `make test` leaves it out. HITL_TEST_OPERATORS_INSTALL=1 run
 from __future__ import annotations
 
 import os
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from helpers import wait_for
 from hitl_devstack import AirflowStack, free_port
 
 pytestmark = [
@@ -64,16 +64,6 @@ def _get(stack: AirflowStack, path: str, user: str) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
-
-
-def _wait(what: str, check: Any, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
 
 
 def test_an_install_from_the_operators_guide_works(tmp_path: Path, smtp_server: Any) -> None:
@@ -124,8 +114,8 @@ def test_an_install_from_the_operators_guide_works(tmp_path: Path, smtp_server: 
         assert _get(stack, "/pluginsv2/hitl/", "vera")[0] == 403  # FAB's Viewer: no Approvals permission
 
         run_id = stack.trigger(DAG_ID)
-        _wait("the gate parked", lambda: stack.task_state(DAG_ID, run_id, "draft__approval") == "deferred")
-        reminder = _wait(
+        wait_for("the gate parked", lambda: stack.task_state(DAG_ID, run_id, "draft__approval") == "deferred")
+        reminder = wait_for(
             "a reminder from the monitor",
             lambda: [m for m in smtp_server.messages if str(m["Subject"]).startswith("[Reminder")],
         )[0]

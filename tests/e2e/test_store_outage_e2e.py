@@ -15,14 +15,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from helpers import wait_for
 from hitl.store import Store
 from hitl_devstack import REPO, AirflowStack, free_port, fresh_postgres_database
 from hitl_devstack.tcpproxy import TcpProxy
@@ -32,17 +32,6 @@ DAG = "outage_email"
 GATE = "draft__approval"
 WAITING = "The decision store is unavailable"
 BACK = "The decision store is back after"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:.0f}s")
-        time.sleep(every)
 
 
 class Inbox:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from helpers import wait_for
 from hitl.store import Store
 from hitl_devstack.compose import ComposeStack
 
@@ -22,17 +23,6 @@ pytestmark = pytest.mark.topology
 OUTREACH = "local_business_outreach"
 LIGHT = "topology_gate"
 RUNS = 50
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:.0f}s")
-        time.sleep(every)
 
 
 def airflow_db(stack: ComposeStack, sql: str, *params: object) -> list[tuple[Any, ...]]:

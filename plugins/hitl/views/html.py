@@ -86,6 +86,11 @@ def _airflow_links(req: ApprovalRequest) -> dict[str, str]:
     }
 
 
+def readable_workflows(store: Any, reviewer: Reviewer) -> list[str]:
+    """The workflow filter's choices: the store's workflows the reviewer may read (already asked, with the login)."""
+    return sorted(reviewer.dags) if reviewer.dags is not None else store.dag_ids()
+
+
 def _no_request(raw: object) -> Any:
     return error_response(404, f"no approval request {shown(raw)}", "not_found")
 
@@ -149,7 +154,7 @@ class PageRoutes:
             tab=tab,
             tabs=TABS,
             dag_id=dag_id or "",
-            dag_ids=[d for d in store.dag_ids() if reviewer.may_read(d)],
+            dag_ids=readable_workflows(store, reviewer),
             q=search or "",
             age=age,
             ages=list(AGES),

@@ -16,6 +16,7 @@ from hitl.insights import OUTCOME_WORDS, OUTCOMES, WINDOWS, compute
 from hitl.store import utcnow
 from hitl.views import charts
 from hitl.views.common import signed_in
+from hitl.views.html import readable_workflows
 from hitl.views.limits import BadInput, open_store, shown
 
 
@@ -50,7 +51,7 @@ class InsightsRoutes:
             days=days,
             windows=WINDOWS,
             workflow=workflow or "",
-            dag_ids=[d for d in store.dag_ids() if reviewer.may_read(d)],
+            dag_ids=readable_workflows(store, reviewer),
             outcomes=series,
             decisions_chart=charts.stacked_bars("Decisions per day by outcome", found.days, found.by_day, series),
             time_chart=charts.lines(
